@@ -1,1 +1,204 @@
-//! Placeholder.
+//! The server: one pinned thread per core, each running its own io_uring event
+//! loop over its own shard, joined only by the request queues between cores.
+
+pub mod admin;
+pub mod connection;
+mod core;
+pub mod execute;
+pub mod listener;
+pub mod reactor;
+pub mod routing;
+pub mod stats;
+
+use crate::config::Config;
+use routing::Mailbox;
+use stats::CorePublished;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A server-wide setting that cores apply to their shards at their own pace:
+/// a value plus a generation that tells a core whether it has seen it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    value: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl Gate {
+    fn new(value: u64) -> Gate {
+        Gate {
+            value: AtomicU64::new(value),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn request(&self, value: u64) {
+        self.value.store(value, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn current(&self) -> u64 {
+        self.value.load(Ordering::SeqCst)
+    }
+
+    /// The new value if it changed since generation `seen`, updating `seen`.
+    pub fn changed_since(&self, seen: &mut u64) -> Option<u64> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if generation == *seen {
+            return None;
+        }
+        *seen = generation;
+        Some(self.value.load(Ordering::SeqCst))
+    }
+}
+
+/// The flush moment of `flush_all`: a [`Gate`] over unix seconds.
+#[derive(Debug, Default)]
+pub struct FlushGate(Gate);
+
+impl FlushGate {
+    pub fn request(&self, oldest_live: u32) {
+        self.0.request(oldest_live as u64);
+    }
+}
+
+/// State every core can see. Mutable parts are atomics with one clear owner
+/// or setting-style values; the data path shares nothing else.
+pub struct Shared {
+    pub config: Config,
+    pub started_unix: u32,
+    pub published: Vec<CorePublished>,
+    pub mailboxes: Vec<Mailbox>,
+    pub ring_fds: Vec<AtomicI32>,
+    pub flush: FlushGate,
+    pub memory_limit: Gate,
+    pub shutdown: AtomicBool,
+    /// Cores that have finished draining during shutdown.
+    pub drained: AtomicUsize,
+    pub curr_connections: AtomicUsize,
+    pub verbosity: AtomicU32,
+}
+
+impl Shared {
+    pub fn cores(&self) -> usize {
+        self.config.cores()
+    }
+
+    /// Starts a clean shutdown: every core stops reading, answers what it has,
+    /// and exits.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The current unix time in whole seconds.
+pub fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+/// Runs the server until SIGTERM, SIGINT or `shutdown`.
+pub fn run(config: Config) -> Result<(), String> {
+    reactor::check_memlock(config.cores())?;
+    let cores = config.cores();
+    let shared = Arc::new(Shared {
+        started_unix: unix_now(),
+        published: (0..cores).map(|_| CorePublished::default()).collect(),
+        mailboxes: (0..cores).map(|_| Mailbox::new(cores)).collect(),
+        ring_fds: (0..cores).map(|_| AtomicI32::new(-1)).collect(),
+        flush: FlushGate::default(),
+        memory_limit: Gate::new(config.memory_limit as u64),
+        shutdown: AtomicBool::new(false),
+        drained: AtomicUsize::new(0),
+        curr_connections: AtomicUsize::new(0),
+        verbosity: AtomicU32::new(config.verbose as u32),
+        config,
+    });
+
+    // Listeners are bound before any thread starts so that a port in use is
+    // reported at once, and before privileges are dropped.
+    let listeners = listener::bind_all(&shared.config).map_err(|e| e.to_string())?;
+
+    // Signals are taken by a dedicated wait below: block them in every thread.
+    let signals = {
+        use nix::sys::signal::{SigSet, Signal};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+        set.thread_block()
+            .map_err(|e| format!("blocking signals: {e}"))?;
+        set
+    };
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for (index, core_listeners) in listeners.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let ready = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("core-{index}"))
+            .spawn(move || core::run_core(index, shared, core_listeners, ready))
+            .map_err(|e| format!("starting core {index}: {e}"))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.begin_shutdown();
+                return Err(e);
+            }
+            Err(_) => return Err("a core exited during start-up".into()),
+        }
+    }
+    if let Some(user) = &shared.config.user {
+        drop_privileges(user)?;
+    }
+    tracing::info!(
+        "corecache {} serving on port {} with {} cores",
+        admin::VERSION,
+        shared.config.port,
+        cores
+    );
+
+    // Wait for SIGTERM/SIGINT, or for a core to start a shutdown (`shutdown`
+    // command), whichever comes first.
+    let watcher = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            if signals.wait().is_ok() {
+                tracing::info!("signal received, shutting down");
+                shared.begin_shutdown();
+            }
+        })
+    };
+    let mut result = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err("a core panicked".into()),
+        }
+    }
+    drop(watcher);
+    result
+}
+
+/// memcached's `-u`: switch to an unprivileged user once the ports are bound.
+fn drop_privileges(user: &str) -> Result<(), String> {
+    use nix::unistd::{getuid, setgid, setuid, User};
+    if !getuid().is_root() {
+        return Ok(());
+    }
+    let entry = User::from_name(user)
+        .map_err(|e| format!("looking up user {user}: {e}"))?
+        .ok_or_else(|| format!("can't find the user {user} to switch to"))?;
+    if entry.uid.is_root() {
+        return Ok(());
+    }
+    setgid(entry.gid).map_err(|e| format!("setgid {user}: {e}"))?;
+    setuid(entry.uid).map_err(|e| format!("setuid {user}: {e}"))?;
+    Ok(())
+}

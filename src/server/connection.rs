@@ -1,0 +1,214 @@
+//! One client connection: its socket, the bytes read but not yet parsed, and its
+//! replies, kept in request order even when some come back from other cores.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// A reply position that is either filled or still being computed elsewhere.
+enum Slot {
+    Ready(Vec<u8>),
+    Waiting,
+}
+
+/// How a connection is ending, if it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    Open,
+    /// Send every reply owed, then close (`quit`, end of stream, shutdown).
+    AfterReplies,
+    /// Close now, dropping unsent replies (protocol violation, socket error).
+    Now,
+}
+
+pub struct Connection {
+    socket: OwnedFd,
+    /// Bytes received that do not yet form a whole request.
+    pub input: Vec<u8>,
+    /// Bytes still to discard: the rest of a value refused as too large.
+    pub swallow: usize,
+    /// Replies ready to go out, in order.
+    out: Vec<u8>,
+    /// The buffer the last send returned, reused for the next one.
+    spare: Vec<u8>,
+    /// Replies behind one that another core is still computing.
+    slots: VecDeque<Slot>,
+    /// The sequence number of `slots[0]`.
+    first_seq: u64,
+    pub sending: bool,
+    pub receiving: bool,
+    /// Input is not being served because too many replies wait to be sent: a
+    /// client that writes without reading cannot make the server buffer
+    /// without bound.
+    pub paused: bool,
+    pub cancel_sent: bool,
+    pub closing: Closing,
+    /// Queued for a send at the end of this loop turn.
+    pub dirty: bool,
+}
+
+impl Connection {
+    pub fn new(socket: OwnedFd) -> Connection {
+        Connection {
+            socket,
+            input: Vec::new(),
+            swallow: 0,
+            out: Vec::with_capacity(4096),
+            spare: Vec::new(),
+            slots: VecDeque::new(),
+            first_seq: 0,
+            sending: false,
+            receiving: false,
+            paused: false,
+            cancel_sent: false,
+            closing: Closing::Open,
+            dirty: false,
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Where the next reply goes: straight to the output unless an earlier
+    /// reply is still outstanding.
+    pub fn reply_buffer(&mut self) -> &mut Vec<u8> {
+        if self.slots.is_empty() {
+            return &mut self.out;
+        }
+        if !matches!(self.slots.back(), Some(Slot::Ready(_))) {
+            self.slots.push_back(Slot::Ready(Vec::new()));
+        }
+        match self.slots.back_mut() {
+            Some(Slot::Ready(buffer)) => buffer,
+            _ => unreachable!("a ready slot was just pushed"),
+        }
+    }
+
+    /// Reserves the next reply position for an answer from another core.
+    pub fn hold_reply(&mut self) -> u64 {
+        self.slots.push_back(Slot::Waiting);
+        self.first_seq + self.slots.len() as u64 - 1
+    }
+
+    /// Fills a reserved position; replies now complete in order move to output.
+    pub fn fill_reply(&mut self, seq: u64, reply: &[u8]) {
+        let Some(index) = seq
+            .checked_sub(self.first_seq)
+            .map(|i| i as usize)
+            .filter(|&i| i < self.slots.len())
+        else {
+            return;
+        };
+        if index == 0 {
+            self.out.extend_from_slice(reply);
+            self.slots.pop_front();
+            self.first_seq += 1;
+            while let Some(Slot::Ready(_)) = self.slots.front() {
+                if let Some(Slot::Ready(buffer)) = self.slots.pop_front() {
+                    self.out.extend_from_slice(&buffer);
+                }
+                self.first_seq += 1;
+            }
+        } else {
+            self.slots[index] = Slot::Ready(reply.to_vec());
+        }
+    }
+
+    /// Whether replies are still owed by other cores.
+    pub fn awaiting_replies(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Bytes of replies ready to send.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether the receive should be armed.
+    pub fn wants_input(&self) -> bool {
+        self.closing == Closing::Open && !self.paused
+    }
+
+    /// Takes the output to send, leaving the spare buffer in its place.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        let spare = std::mem::take(&mut self.spare);
+        std::mem::replace(&mut self.out, spare)
+    }
+
+    /// Gives back a buffer from a finished send for reuse.
+    pub fn return_buffer(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() <= 1 << 20 {
+            self.spare = buffer;
+        }
+    }
+
+    /// Whether everything owed has been sent.
+    pub fn idle(&self) -> bool {
+        !self.sending && self.out.is_empty() && self.slots.is_empty()
+    }
+
+    /// Whether the socket can be closed now.
+    pub fn finished(&self) -> bool {
+        match self.closing {
+            Closing::Open => false,
+            Closing::AfterReplies => self.idle() && !self.receiving,
+            Closing::Now => !self.sending && !self.receiving,
+        }
+    }
+
+    pub fn close(&mut self, how: Closing) {
+        if how == Closing::Now || self.closing == Closing::Open {
+            self.closing = how;
+        }
+        if how == Closing::Now {
+            self.out.clear();
+            self.slots.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection() -> Connection {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        Connection::new(OwnedFd::from(a))
+    }
+
+    #[test]
+    fn replies_leave_in_request_order() {
+        let mut c = connection();
+        c.reply_buffer().extend_from_slice(b"1 ");
+        let second = c.hold_reply();
+        c.reply_buffer().extend_from_slice(b"3 ");
+        let fourth = c.hold_reply();
+        c.reply_buffer().extend_from_slice(b"5 ");
+        assert_eq!(c.take_output(), b"1 ");
+        c.fill_reply(fourth, b"4 ");
+        assert!(!c.has_output(), "reply 4 must wait for reply 2");
+        c.fill_reply(second, b"2 ");
+        assert_eq!(c.take_output(), b"2 3 4 5 ");
+        assert!(!c.awaiting_replies());
+        c.reply_buffer().extend_from_slice(b"6");
+        assert_eq!(c.take_output(), b"6");
+    }
+
+    #[test]
+    fn closing_now_drops_what_is_owed() {
+        let mut c = connection();
+        c.hold_reply();
+        c.reply_buffer().extend_from_slice(b"x");
+        c.close(Closing::AfterReplies);
+        assert!(!c.finished());
+        c.close(Closing::Now);
+        assert!(c.finished());
+        // A reply from another core for a dropped slot is ignored.
+        c.fill_reply(0, b"late");
+        assert!(!c.has_output());
+    }
+}

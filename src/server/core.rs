@@ -1,0 +1,675 @@
+//! One core: its event loop, its connections and its shard.
+//!
+//! A loop turn: submit and wait; handle every completion (accepts, received
+//! bytes, finished sends); serve the batches other cores sent; send this turn's
+//! batches to other cores; send each connection's replies in one send; reap a
+//! few expired items; publish figures for `stats`.
+
+use super::connection::{Closing, Connection};
+use super::execute::{null_reply, Executor};
+use super::listener::CoreListeners;
+use super::reactor::{EndReason, Event, Reactor};
+use super::routing::{ItemKind, Message, Outbox};
+use super::{admin, unix_now, Shared};
+use crate::keyhash::{key_hash, owner};
+use crate::protocol::{self, reply, GetKind, ParseLimits, Parsed, Request};
+use crate::storage::{Shard, ShardConfig};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The loop wakes at least this often to advance the clock, reap expired
+/// items and notice a shutdown.
+const TICK: Duration = Duration::from_millis(100);
+/// Expired items freed per loop turn, so reaping never stalls requests.
+const REAP_BUDGET: usize = 64;
+/// A connection stops serving input while more reply bytes than this wait to
+/// be sent, and resumes below [`OUTPUT_LOW_WATER`].
+const OUTPUT_HIGH_WATER: usize = 4 << 20;
+const OUTPUT_LOW_WATER: usize = 1 << 20;
+/// How long a shutdown waits for replies owed before closing anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
+
+// Connection tokens: | generation: 32 bits | slot: 24 bits |
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
+/// Work for the reactor decided while it was handing out completions.
+enum Action {
+    Receive(u64),
+    Accept(usize),
+    Cancel(u64),
+}
+
+/// Everything a core owns besides its ring.
+struct CoreState {
+    index: usize,
+    shared: Arc<Shared>,
+    shard: Shard,
+    connections: Vec<Option<Connection>>,
+    generations: Vec<u32>,
+    free_slots: Vec<usize>,
+    dirty: Vec<u64>,
+    actions: Vec<Action>,
+    outbox: Outbox,
+    listener_fds: Vec<std::os::fd::RawFd>,
+    limits: ParseLimits,
+    now: u32,
+    flush_seen: u64,
+    memory_limit_seen: u64,
+    draining: bool,
+}
+
+pub fn run_core(
+    index: usize,
+    shared: Arc<Shared>,
+    listeners: CoreListeners,
+    ready: Sender<Result<(), String>>,
+) -> Result<(), String> {
+    let cpu = shared.config.cpus[index];
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        tracing::warn!("core {index}: could not pin to CPU {cpu}");
+    }
+    let setup = || -> Result<(Reactor, Shard), String> {
+        let reactor = Reactor::new().map_err(|e| format!("core {index}: {e}"))?;
+        let config = &shared.config;
+        let mut shard_config =
+            ShardConfig::new(config.memory_limit / config.cores(), config.max_item_size);
+        shard_config.growth_factor = config.growth_factor;
+        shard_config.min_chunk_size = config.min_chunk_size;
+        shard_config.use_cas = config.use_cas;
+        let shard = Shard::new(shard_config)
+            .map_err(|e| format!("core {index}: mapping the shard's memory: {e}"))?;
+        Ok((reactor, shard))
+    };
+    let (mut reactor, shard) = match setup() {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = ready.send(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    shared.ring_fds[index].store(reactor.ring_fd(), Ordering::SeqCst);
+    for (i, socket) in listeners.sockets.iter().enumerate() {
+        reactor.accept(socket.as_raw_fd(), i as u64);
+    }
+    let _ = ready.send(Ok(()));
+
+    let cores = shared.cores();
+    let mut state = CoreState {
+        index,
+        limits: ParseLimits {
+            max_item_size: shared.config.max_item_size,
+        },
+        shard,
+        connections: Vec::new(),
+        generations: Vec::new(),
+        free_slots: Vec::new(),
+        dirty: Vec::new(),
+        actions: Vec::new(),
+        outbox: Outbox::new(cores),
+        listener_fds: listeners.sockets.iter().map(|s| s.as_raw_fd()).collect(),
+        now: unix_now(),
+        flush_seen: 0,
+        memory_limit_seen: 0,
+        draining: false,
+        shared,
+    };
+    let mut drain_started: Option<Instant> = None;
+    let mut reported_drained = false;
+    loop {
+        if let Err(e) = reactor.submit_and_wait(TICK) {
+            return Err(format!("core {index}: io_uring wait failed: {e}"));
+        }
+        state.now = unix_now();
+        state.apply_gates();
+        reactor.dispatch(|event| state.handle(event));
+        state.serve_mailbox();
+        state.post_batches(&mut reactor);
+        state.perform_actions(&mut reactor);
+        state.send_replies(&mut reactor);
+        state.shard.reap_expired(state.now, REAP_BUDGET);
+        state.publish();
+
+        if state.shared.shutdown.load(Ordering::Relaxed) {
+            let started = *drain_started.get_or_insert_with(|| {
+                state.begin_drain(&mut reactor);
+                Instant::now()
+            });
+            let idle = state.connections.iter().flatten().all(|c| c.idle());
+            if !reported_drained && (idle || started.elapsed() > DRAIN_DEADLINE) {
+                reported_drained = true;
+                state.shared.drained.fetch_add(1, Ordering::SeqCst);
+            }
+            // Keep serving other cores' batches until every core is done.
+            if state.shared.drained.load(Ordering::SeqCst) == cores
+                || started.elapsed() > DRAIN_DEADLINE * 2
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl CoreState {
+    fn token(&self, slot: usize) -> u64 {
+        ((self.generations[slot] as u64) << SLOT_BITS) | slot as u64
+    }
+
+    fn slot_of(&self, token: u64) -> Option<usize> {
+        let slot = (token & SLOT_MASK) as usize;
+        let live = self.generations.get(slot).copied() == Some((token >> SLOT_BITS) as u32)
+            && self.connections[slot].is_some();
+        live.then_some(slot)
+    }
+
+    /// Picks up `flush_all` and `cache_memlimit` changes made on any core.
+    fn apply_gates(&mut self) {
+        if let Some(oldest_live) = self.shared.flush.0.changed_since(&mut self.flush_seen) {
+            self.shard.flush_all(oldest_live as u32, self.now);
+        }
+        if let Some(limit) = self
+            .shared
+            .memory_limit
+            .changed_since(&mut self.memory_limit_seen)
+        {
+            self.shard
+                .set_memory_limit(limit as usize / self.shared.cores());
+        }
+    }
+
+    fn handle(&mut self, event: Event<'_>) {
+        match event {
+            Event::Accepted {
+                listener,
+                socket,
+                more,
+            } => {
+                if !more && !self.draining {
+                    self.actions.push(Action::Accept(listener as usize));
+                }
+                match socket {
+                    Ok(socket) => self.open_connection(socket),
+                    Err(e) => tracing::warn!("accept failed: {e}"),
+                }
+            }
+            Event::Received { conn, data, more } => {
+                let Some(slot) = self.slot_of(conn) else {
+                    return;
+                };
+                self.published().counters.bytes_read.add(data.len() as u64);
+                let mut connection = self.connections[slot].take().expect("live slot");
+                if !more {
+                    connection.receiving = false;
+                }
+                self.receive(&mut connection, conn, data);
+                self.after_io(slot, conn, connection);
+            }
+            Event::ReceiveEnded { conn, reason, more } => {
+                let Some(slot) = self.slot_of(conn) else {
+                    return;
+                };
+                let mut connection = self.connections[slot].take().expect("live slot");
+                if !more {
+                    connection.receiving = false;
+                }
+                match reason {
+                    // Buffers come back every turn; a cancel was ours: both
+                    // re-arm (or not) in `after_io` as the connection wants.
+                    EndReason::OutOfBuffers | EndReason::Cancelled => {}
+                    // Answer what was asked, then close.
+                    EndReason::EndOfStream => connection.close(Closing::AfterReplies),
+                    EndReason::Error(e) => {
+                        tracing::debug!("receive error: {e}");
+                        connection.close(Closing::Now);
+                    }
+                }
+                self.after_io(slot, conn, connection);
+            }
+            Event::Sent {
+                conn,
+                buffer,
+                result,
+            } => {
+                let Some(slot) = self.slot_of(conn) else {
+                    return;
+                };
+                let mut connection = self.connections[slot].take().expect("live slot");
+                connection.sending = false;
+                connection.return_buffer(buffer);
+                if let Err(e) = result {
+                    tracing::debug!("send error: {e}");
+                    connection.close(Closing::Now);
+                }
+                if connection.paused && connection.output_len() < OUTPUT_LOW_WATER {
+                    connection.paused = false;
+                    self.receive(&mut connection, conn, &[]);
+                }
+                self.after_io(slot, conn, connection);
+            }
+            Event::Woken => {}
+        }
+    }
+
+    fn published(&self) -> &super::stats::CorePublished {
+        &self.shared.published[self.index]
+    }
+
+    fn open_connection(&mut self, socket: std::os::fd::OwnedFd) {
+        let counters = &self.shared.published[self.index].counters;
+        let open = self.shared.curr_connections.fetch_add(1, Ordering::SeqCst);
+        let mut connection = Connection::new(socket);
+        let rejected = open >= self.shared.config.max_connections || self.draining;
+        if rejected {
+            counters.rejected_connections.incr();
+            connection
+                .reply_buffer()
+                .extend_from_slice(reply::TOO_MANY_CONNECTIONS);
+            connection.close(Closing::AfterReplies);
+        } else {
+            counters.total_connections.incr();
+            connection.receiving = true;
+        }
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.connections.push(None);
+            self.generations.push(0);
+            self.connections.len() - 1
+        });
+        self.connections[slot] = Some(connection);
+        let token = self.token(slot);
+        if !rejected {
+            self.actions.push(Action::Receive(token));
+        }
+        let connection = self.connections[slot].take().expect("just stored");
+        self.after_io(slot, token, connection);
+    }
+
+    /// Puts a connection back after work on it, scheduling its send, its
+    /// receive re-arm or its close.
+    fn after_io(&mut self, slot: usize, token: u64, mut connection: Connection) {
+        if !connection.wants_input() && connection.receiving && !connection.cancel_sent {
+            connection.cancel_sent = true;
+            self.actions.push(Action::Cancel(token));
+        }
+        if connection.finished() {
+            // Dropping the connection closes its socket: no operation on it is
+            // left in the ring (its receive ended, its send completed).
+            drop(connection);
+            self.shared.curr_connections.fetch_sub(1, Ordering::SeqCst);
+            self.generations[slot] = self.generations[slot].wrapping_add(1);
+            self.free_slots.push(slot);
+            return;
+        }
+        if connection.wants_input() && !connection.receiving {
+            connection.receiving = true;
+            connection.cancel_sent = false;
+            self.actions.push(Action::Receive(token));
+        }
+        if connection.has_output() && !connection.dirty {
+            connection.dirty = true;
+            self.dirty.push(token);
+        }
+        self.connections[slot] = Some(connection);
+    }
+
+    /// Parses and serves what arrived, keeping any partial request.
+    fn receive(&mut self, connection: &mut Connection, token: u64, mut data: &[u8]) {
+        if connection.closing != Closing::Open {
+            return;
+        }
+        if connection.swallow > 0 {
+            let n = connection.swallow.min(data.len());
+            connection.swallow -= n;
+            data = &data[n..];
+        }
+        if connection.paused {
+            connection.input.extend_from_slice(data);
+            return;
+        }
+        if connection.input.is_empty() {
+            let used = self.serve(connection, token, data);
+            if used < data.len() && connection.closing == Closing::Open {
+                connection.input.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut input = std::mem::take(&mut connection.input);
+            input.extend_from_slice(data);
+            let used = self.serve(connection, token, &input);
+            input.drain(..used.min(input.len()));
+            if connection.closing == Closing::Open {
+                connection.input = input;
+            }
+        }
+    }
+
+    /// Serves every complete request at the front of `buf`; returns the bytes used.
+    fn serve(&mut self, connection: &mut Connection, token: u64, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            match protocol::parse(&buf[pos..], &self.limits) {
+                Parsed::Incomplete => break,
+                Parsed::Request { request, consumed } => {
+                    let raw = &buf[pos..pos + consumed];
+                    pos += consumed;
+                    self.dispatch(connection, token, request, raw);
+                    if connection.closing != Closing::Open {
+                        break;
+                    }
+                    if connection.output_len() > OUTPUT_HIGH_WATER {
+                        connection.paused = true;
+                        break;
+                    }
+                }
+                Parsed::Error { reply, consumed } => {
+                    connection.reply_buffer().extend_from_slice(reply);
+                    let available = buf.len() - pos;
+                    if consumed > available {
+                        connection.swallow = consumed - available;
+                        return buf.len();
+                    }
+                    pos += consumed;
+                }
+                Parsed::Close => {
+                    connection.close(Closing::Now);
+                    return buf.len();
+                }
+            }
+        }
+        pos
+    }
+
+    fn executor(&mut self) -> Executor<'_> {
+        Executor {
+            shard: &mut self.shard,
+            stats: &self.shared.published[self.index].counters,
+            now: self.now,
+            use_cas: self.shared.config.use_cas,
+        }
+    }
+
+    /// Serves one request: here if this core owns its key, else by forwarding.
+    fn dispatch(
+        &mut self,
+        connection: &mut Connection,
+        token: u64,
+        request: Request<'_>,
+        raw: &[u8],
+    ) {
+        if self.shared.config.null {
+            null_reply(&request, connection.reply_buffer());
+            return;
+        }
+        let cores = self.shared.cores();
+        if let Some(key) = request.single_key() {
+            let owner = owner(key_hash(key), cores);
+            if owner == self.index {
+                self.executor().keyed(&request, connection.reply_buffer());
+            } else {
+                let (seq, kind) = if request.noreply() {
+                    (0, ItemKind::NoReply)
+                } else {
+                    (connection.hold_reply(), ItemKind::Request)
+                };
+                let batch = &mut self.outbox.forwards[owner];
+                let start = batch.bytes.len();
+                batch.bytes.extend_from_slice(raw);
+                batch.seal(token, seq, start, kind);
+            }
+            return;
+        }
+        match request {
+            Request::Get { kind, keys } => {
+                for key in keys.iter() {
+                    let owner = if cores == 1 {
+                        0
+                    } else {
+                        owner(key_hash(key), cores)
+                    };
+                    if owner == self.index {
+                        self.executor().get(key, kind, connection.reply_buffer());
+                    } else {
+                        let seq = connection.hold_reply();
+                        let batch = &mut self.outbox.forwards[owner];
+                        let start = batch.bytes.len();
+                        encode_get_fragment(&mut batch.bytes, kind, key);
+                        batch.seal(token, seq, start, ItemKind::GetFragment);
+                    }
+                }
+                connection.reply_buffer().extend_from_slice(reply::END);
+            }
+            Request::FlushAll { delay, noreply } => {
+                self.published().counters.cmd_flush.incr();
+                let answer = admin::flush_all(&self.shared, delay, self.now);
+                // Apply it here at once, so this connection's next request sees it.
+                self.apply_gates();
+                if !noreply {
+                    connection.reply_buffer().extend_from_slice(answer);
+                }
+            }
+            Request::CacheMemlimit { megabytes, noreply } => {
+                let answer = admin::cache_memlimit(&self.shared, megabytes);
+                self.apply_gates();
+                if !noreply {
+                    connection.reply_buffer().extend_from_slice(answer);
+                }
+            }
+            Request::Version => {
+                let out = connection.reply_buffer();
+                out.extend_from_slice(b"VERSION ");
+                out.extend_from_slice(admin::VERSION.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Request::Verbosity { level, noreply } => {
+                self.shared.verbosity.store(level, Ordering::Relaxed);
+                if !noreply {
+                    connection.reply_buffer().extend_from_slice(reply::OK);
+                }
+            }
+            Request::Shutdown { .. } => {
+                if self.shared.config.shutdown_enabled {
+                    connection.close(Closing::AfterReplies);
+                    self.shared.begin_shutdown();
+                    // Wake the thread waiting for signals, so the process exits.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::this(),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                } else {
+                    connection
+                        .reply_buffer()
+                        .extend_from_slice(reply::SHUTDOWN_DISABLED);
+                }
+            }
+            Request::Stats { args } if args.iter().next() == Some(b"cachedump") => {
+                // Every core lists its own items; the lists are joined in core order.
+                match admin::cachedump_args(args) {
+                    Err(answer) => connection.reply_buffer().extend_from_slice(answer),
+                    Ok((class, limit)) => {
+                        for core in 0..cores {
+                            if core == self.index {
+                                admin::cachedump(
+                                    &self.shard,
+                                    class,
+                                    limit,
+                                    connection.reply_buffer(),
+                                );
+                            } else {
+                                let seq = connection.hold_reply();
+                                let batch = &mut self.outbox.forwards[core];
+                                let start = batch.bytes.len();
+                                batch.bytes.extend_from_slice(raw);
+                                batch.seal(token, seq, start, ItemKind::Request);
+                            }
+                        }
+                        connection.reply_buffer().extend_from_slice(reply::END);
+                    }
+                }
+            }
+            Request::Stats { args } => {
+                let slabs = self.shard.slab_class_stats();
+                admin::stats(
+                    &self.shared,
+                    args,
+                    self.now,
+                    &slabs,
+                    connection.reply_buffer(),
+                );
+            }
+            Request::Quit => connection.close(Closing::AfterReplies),
+            _ => unreachable!("keyed requests are dispatched above"),
+        }
+    }
+
+    /// Serves the batches other cores sent, and delivers the replies they
+    /// computed for this core's connections.
+    fn serve_mailbox(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        shared.mailboxes[self.index].drain(|from, message| match message {
+            Message::Forward(batch) => {
+                // A flush requested on another core before it forwarded these
+                // requests must be visible to them.
+                self.apply_gates();
+                let counters = &self.shared.published[self.index].counters;
+                counters.forwarded_batches.incr();
+                counters.forwarded_requests.add(batch.items.len() as u64);
+                for item in &batch.items {
+                    let bytes = batch.item_bytes(item);
+                    let Parsed::Request { request, .. } = protocol::parse(bytes, &self.limits)
+                    else {
+                        unreachable!("forwarded bytes were parsed once already");
+                    };
+                    let mut out = std::mem::take(&mut self.outbox.replies[from].bytes);
+                    let start = out.len();
+                    match (item.kind, &request) {
+                        (ItemKind::GetFragment, Request::Get { kind, keys }) => {
+                            for key in keys.iter() {
+                                self.executor().get(key, *kind, &mut out);
+                            }
+                        }
+                        (_, Request::Stats { args }) => {
+                            if let Ok((class, limit)) = admin::cachedump_args(*args) {
+                                admin::cachedump(&self.shard, class, limit, &mut out);
+                            }
+                        }
+                        _ => self.executor().keyed(&request, &mut out),
+                    }
+                    let replies = &mut self.outbox.replies[from];
+                    replies.bytes = out;
+                    if item.kind != ItemKind::NoReply {
+                        replies.seal(item.conn, item.seq, start, ItemKind::Request);
+                    }
+                }
+            }
+            Message::Reply(batch) => {
+                for item in &batch.items {
+                    let Some(slot) = self.slot_of(item.conn) else {
+                        continue;
+                    };
+                    let mut connection = self.connections[slot].take().expect("live slot");
+                    connection.fill_reply(item.seq, batch.item_bytes(item));
+                    self.after_io(slot, item.conn, connection);
+                }
+            }
+        });
+    }
+
+    /// Sends this turn's batches to their cores, waking each at most once.
+    fn post_batches(&mut self, reactor: &mut Reactor) {
+        let shared = &self.shared;
+        let index = self.index;
+        self.outbox.flush(|to, message| {
+            if shared.mailboxes[to].post(index, message) {
+                reactor.wake(shared.ring_fds[to].load(Ordering::Relaxed));
+            }
+        });
+    }
+
+    fn perform_actions(&mut self, reactor: &mut Reactor) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            match action {
+                Action::Receive(token) => {
+                    if let Some(slot) = self.slot_of(token) {
+                        let fd = self.connections[slot].as_ref().expect("live slot").fd();
+                        reactor.receive(fd, token);
+                    }
+                }
+                Action::Cancel(token) => reactor.cancel_receive(token),
+                Action::Accept(listener) => {
+                    reactor.accept(self.listener_fds[listener], listener as u64)
+                }
+            }
+        }
+        self.actions = actions;
+    }
+
+    /// One send per connection per turn, carrying every reply it has.
+    fn send_replies(&mut self, reactor: &mut Reactor) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut written = 0;
+        for &token in &dirty {
+            let Some(slot) = self.slot_of(token) else {
+                continue;
+            };
+            let connection = self.connections[slot].as_mut().expect("live slot");
+            connection.dirty = false;
+            if connection.sending || !connection.has_output() {
+                continue;
+            }
+            let output = connection.take_output();
+            written += output.len() as u64;
+            connection.sending = true;
+            reactor.send(connection.fd(), token, output);
+        }
+        self.published().counters.bytes_written.add(written);
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Copies the shard's figures where `stats` on any core can read them.
+    fn publish(&self) {
+        let stats = self.shard.stats();
+        let gauges = &self.published().gauges;
+        gauges.curr_items.set(stats.curr_items);
+        gauges.total_items.set(stats.total_items);
+        gauges.bytes.set(stats.bytes);
+        gauges.evictions.set(stats.evictions);
+        gauges.expired_unfetched.set(stats.expired_unfetched);
+        gauges.evicted_unfetched.set(stats.evicted_unfetched);
+        gauges.reclaimed.set(stats.reclaimed);
+        gauges.total_pages.set(stats.total_pages);
+    }
+
+    /// Shutdown: stop reading; connections close once their replies are sent.
+    fn begin_drain(&mut self, reactor: &mut Reactor) {
+        self.draining = true;
+        for slot in 0..self.connections.len() {
+            let Some(mut connection) = self.connections[slot].take() else {
+                continue;
+            };
+            let token = self.token(slot);
+            connection.close(Closing::AfterReplies);
+            self.after_io(slot, token, connection);
+        }
+        self.perform_actions(reactor);
+    }
+}
+
+/// Writes the single-key request another core runs for one key of a multi-key
+/// retrieval: `get <key>`, `gets <key>`, `gat <exptime> <key>`, `gats ...`.
+fn encode_get_fragment(out: &mut Vec<u8>, kind: GetKind, key: &[u8]) {
+    out.extend_from_slice(match (kind.touch.is_some(), kind.with_cas) {
+        (false, false) => b"get ",
+        (false, true) => b"gets ",
+        (true, false) => b"gat ",
+        (true, true) => b"gats ",
+    });
+    if let Some(exptime) = kind.touch {
+        out.extend_from_slice(exptime.to_string().as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\r\n");
+}

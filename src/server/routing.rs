@@ -1,0 +1,165 @@
+//! Cross-core routing: requests for keys another core owns travel there in
+//! batches, and their replies travel back the same way.
+//!
+//! Between every ordered pair of cores there is one queue with exactly one
+//! producer and one consumer. A core gathers, per loop turn, one batch per
+//! destination (not one message per request), pushes it, and wakes the
+//! destination through its ring (`IORING_OP_MSG_RING`) unless a wake-up is
+//! already pending. The receiving core clears its pending flag *before* it
+//! drains its queues, so a batch pushed during the drain either is seen by that
+//! drain or triggers a new wake-up: no message waits for an unrelated event.
+
+use crossbeam_queue::SegQueue;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What a forwarded item asks of the owning core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A whole request; its reply goes back.
+    Request,
+    /// A request whose reply the client does not want (`noreply`).
+    NoReply,
+    /// One key of a multi-key retrieval: its `VALUE` block goes back, no `END`.
+    GetFragment,
+}
+
+/// One request or reply inside a batch; its bytes are `bytes[start..end]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Item {
+    pub conn: u64,
+    pub seq: u64,
+    pub start: u32,
+    pub end: u32,
+    pub kind: ItemKind,
+}
+
+/// Requests (or replies) from one core to another, gathered in one loop turn.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    pub items: Vec<Item>,
+}
+
+impl Batch {
+    /// Records the bytes appended since `start` as one item.
+    pub fn seal(&mut self, conn: u64, seq: u64, start: usize, kind: ItemKind) {
+        self.items.push(Item {
+            conn,
+            seq,
+            start: start as u32,
+            end: self.bytes.len() as u32,
+            kind,
+        });
+    }
+
+    pub fn item_bytes(&self, item: &Item) -> &[u8] {
+        &self.bytes[item.start as usize..item.end as usize]
+    }
+}
+
+pub enum Message {
+    Forward(Batch),
+    Reply(Batch),
+}
+
+/// A core's incoming queues, one per sending core.
+pub struct Mailbox {
+    from: Vec<SegQueue<Message>>,
+    wake_pending: AtomicBool,
+}
+
+impl Mailbox {
+    pub fn new(cores: usize) -> Mailbox {
+        Mailbox {
+            from: (0..cores).map(|_| SegQueue::new()).collect(),
+            wake_pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a message from core `from`; returns true if the caller must wake
+    /// the owner of this mailbox.
+    pub fn post(&self, from: usize, message: Message) -> bool {
+        self.from[from].push(message);
+        !self.wake_pending.swap(true, Ordering::SeqCst)
+    }
+
+    /// Takes every queued message, in order per sender.
+    pub fn drain(&self, mut handle: impl FnMut(usize, Message)) {
+        self.wake_pending.store(false, Ordering::SeqCst);
+        for (from, queue) in self.from.iter().enumerate() {
+            while let Some(message) = queue.pop() {
+                handle(from, message);
+            }
+        }
+    }
+}
+
+/// The batches a core is building this turn, one per destination and direction.
+pub struct Outbox {
+    pub forwards: Vec<Batch>,
+    pub replies: Vec<Batch>,
+}
+
+impl Outbox {
+    pub fn new(cores: usize) -> Outbox {
+        Outbox {
+            forwards: (0..cores).map(|_| Batch::default()).collect(),
+            replies: (0..cores).map(|_| Batch::default()).collect(),
+        }
+    }
+
+    /// Hands every non-empty batch to `post(destination, message)`.
+    pub fn flush(&mut self, mut post: impl FnMut(usize, Message)) {
+        for (to, batch) in self.forwards.iter_mut().enumerate() {
+            if !batch.items.is_empty() {
+                post(to, Message::Forward(std::mem::take(batch)));
+            }
+        }
+        for (to, batch) in self.replies.iter_mut().enumerate() {
+            if !batch.items.is_empty() {
+                post(to, Message::Reply(std::mem::take(batch)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_wake_per_drain() {
+        let mailbox = Mailbox::new(2);
+        assert!(mailbox.post(1, Message::Reply(Batch::default())));
+        assert!(!mailbox.post(1, Message::Reply(Batch::default())));
+        let mut seen = 0;
+        mailbox.drain(|from, _| {
+            assert_eq!(from, 1);
+            seen += 1;
+        });
+        assert_eq!(seen, 2);
+        // After a drain the next post must wake again.
+        assert!(mailbox.post(0, Message::Reply(Batch::default())));
+    }
+
+    #[test]
+    fn batches_keep_item_boundaries_and_order() {
+        let mut outbox = Outbox::new(2);
+        let batch = &mut outbox.forwards[1];
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(b"get a\r\n");
+        batch.seal(7, 1, start, ItemKind::GetFragment);
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(b"delete b\r\n");
+        batch.seal(7, 2, start, ItemKind::Request);
+        let mut posted = Vec::new();
+        outbox.flush(|to, m| posted.push((to, m)));
+        assert_eq!(posted.len(), 1);
+        let (to, Message::Forward(batch)) = &posted[0] else {
+            panic!("expected a forward batch");
+        };
+        assert_eq!(*to, 1);
+        let items: Vec<_> = batch.items.iter().map(|i| batch.item_bytes(i)).collect();
+        assert_eq!(items, [&b"get a\r\n"[..], b"delete b\r\n"]);
+    }
+}
