@@ -29,6 +29,8 @@ mod lru;
 mod slab;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
