@@ -1,1 +1,902 @@
-//! Placeholder.
+//! One shard: the cache state a single core owns.
+//!
+//! A [`Shard`] holds items in an arena of pages ([`slab`]), finds them through a
+//! hash index of chunk ids, expires them through a TTL heap and, when memory is
+//! full, evicts through a per-class policy ([`lru`]). It does no I/O and takes the
+//! time as an argument, so every behaviour here is tested without a clock or a
+//! socket.
+//!
+//! # Memory
+//!
+//! Item bytes live only in the arena: `total_pages * page_size <= memory_limit`
+//! at all times (`set_memory_limit` lowering the limit empties pages at once).
+//! Outside the arena a shard also holds, per item: its index slot (4-byte chunk id
+//! plus 1 control byte, at hashbrown's load factor of at most 7/8: about 6 to 11
+//! bytes), a TTL heap entry of 8 bytes for items with an expiry (the heap is
+//! compacted when it holds over twice the live items), 4 bytes per free chunk
+//! on free lists, and 16 bytes per page. The header inside the chunk is
+//! [`item::HEADER`] (30) bytes.
+//!
+//! # Time and flush_all
+//!
+//! Every operation takes `now` (unix seconds). Expired items are invisible at once
+//! and freed when touched, by [`Shard::reap_expired`], or when eviction finds them.
+//! `flush_all` is lazy: it records the store sequence number at which it takes
+//! effect and every item stored at or before it reads as a miss.
+
+mod item;
+mod lru;
+mod slab;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+
+use hashbrown::HashTable;
+
+use crate::keyhash::key_hash;
+use item::{HEADER, NIL};
+use lru::Lru;
+use slab::Slabs;
+
+/// memcached's longest key.
+pub const KEY_MAX: usize = 250;
+
+/// Candidates looked at from the LRU tail for an already dead item before
+/// evicting a live one (memcached looks at 5 too).
+const DEAD_SEARCH: usize = 5;
+
+/// The TTL heap is not compacted below this many entries.
+const HEAP_COMPACT_MIN: usize = 1024;
+
+/// Sizing of one shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardConfig {
+    /// Bytes this shard may use for item pages.
+    pub memory_limit: usize,
+    /// Page size; every class's chunk fits in one page, so it must hold the largest
+    /// item (header + 250-byte key + `max_item_size`).
+    pub page_size: usize,
+    /// Longest value in bytes (memcached `-I`).
+    pub max_item_size: usize,
+    /// Slab chunk growth factor (memcached `-f`), > 1.
+    pub growth_factor: f64,
+    /// Smallest chunk (memcached `-n` plus header); raised to fit a header and a
+    /// one-byte key if smaller.
+    pub min_chunk_size: usize,
+    /// False with `-C`: items still get sequence numbers internally, but report
+    /// CAS 0.
+    pub use_cas: bool,
+}
+
+impl ShardConfig {
+    /// A config with memcached's defaults: 1 MiB pages (larger if an item of
+    /// `max_item_size` needs it), growth factor 1.25, 48-byte smallest chunk, CAS on.
+    pub fn new(memory_limit: usize, max_item_size: usize) -> Self {
+        let largest = slab::round8(item::total_size(KEY_MAX, max_item_size));
+        ShardConfig {
+            memory_limit,
+            page_size: largest.max(1 << 20),
+            max_item_size,
+            growth_factor: 1.25,
+            min_chunk_size: 48,
+            use_cas: true,
+        }
+    }
+}
+
+/// A stored item, borrowed from the arena until the next call on the shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemView<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub flags: u32,
+    pub cas: u64,
+    /// Unix seconds, 0 = never.
+    pub expiry: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreResult {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    TooLarge,
+    OutOfMemory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithResult {
+    Value(u64),
+    NotFound,
+    NonNumeric,
+}
+
+/// Counters with memcached's names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub curr_items: u64,
+    pub total_items: u64,
+    /// Sum of live item sizes: header + key + value.
+    pub bytes: u64,
+    pub evictions: u64,
+    /// Items that expired before anyone read them (freed by a read, the reaper or
+    /// eviction).
+    pub expired_unfetched: u64,
+    /// Items evicted before anyone read them.
+    pub evicted_unfetched: u64,
+    /// Chunks of dead (expired or flushed) items reused by eviction instead of
+    /// evicting a live item.
+    pub reclaimed: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    /// Reads that found an expired item (also counted as misses).
+    pub get_expired: u64,
+    /// Reads that found a flushed item (also counted as misses).
+    pub get_flushed: u64,
+    /// Pages owned by slab classes now.
+    pub total_pages: u64,
+    pub memory_limit: u64,
+    /// Address space mapped for the arena (only touched pages are resident).
+    pub bytes_mapped: u64,
+}
+
+/// One slab class, as `stats slabs` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlabClassStats {
+    /// Class id, counted from 1 as memcached does.
+    pub id: usize,
+    pub chunk_size: u64,
+    pub chunks_per_page: u64,
+    pub total_pages: u64,
+    pub total_chunks: u64,
+    pub used_chunks: u64,
+    pub free_chunks: u64,
+    pub evicted: u64,
+    /// Live items.
+    pub number: u64,
+}
+
+/// Why an item found in the index is not visible.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dead {
+    Expired,
+    Flushed,
+}
+
+/// One core's cache: see the module docs.
+pub struct Shard {
+    config: ShardConfig,
+    slabs: Slabs,
+    /// Chunk ids, hashed by `key_hash(key)`; keys compared in the arena.
+    index: HashTable<u32>,
+    /// (expiry, chunk id) of items stored with an expiry; entries are checked
+    /// against the chunk when popped (lazy deletion).
+    ttl: BinaryHeap<Reverse<(u32, u32)>>,
+    /// The last sequence number given out; the next store gets one more.
+    cas_last: u64,
+    /// Items with a sequence number at or below this are flushed.
+    flush_seq: u64,
+    /// A delayed flush_all: takes effect at the first operation with `now` at or
+    /// past this time.
+    flush_at: Option<u32>,
+    /// `now` of the current operation.
+    now: u32,
+    stats: ShardStats,
+    /// Reused buffer for append/prepend.
+    scratch: Vec<u8>,
+}
+
+impl Shard {
+    /// Maps the arena (address space only: pages are touched as they are used).
+    pub fn new(config: ShardConfig) -> io::Result<Shard> {
+        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+        if config.growth_factor.is_nan() || config.growth_factor <= 1.0 {
+            return Err(invalid(format!(
+                "growth factor {} must be greater than 1",
+                config.growth_factor
+            )));
+        }
+        let largest = item::total_size(KEY_MAX, config.max_item_size);
+        if config.page_size < largest {
+            return Err(invalid(format!(
+                "page size {} cannot hold an item of {} bytes (max item size {} + key + header)",
+                config.page_size, largest, config.max_item_size
+            )));
+        }
+        if config.max_item_size > u32::MAX as usize {
+            return Err(invalid("max item size must fit in 32 bits".into()));
+        }
+        let min_chunk = config
+            .min_chunk_size
+            .max(slab::round8(HEADER + 1 + 1))
+            .min(config.page_size);
+        let slabs = Slabs::new(
+            config.memory_limit,
+            config.page_size,
+            min_chunk,
+            config.growth_factor,
+        )?;
+        let stats = ShardStats {
+            memory_limit: config.memory_limit as u64,
+            ..ShardStats::default()
+        };
+        Ok(Shard {
+            config,
+            slabs,
+            index: HashTable::new(),
+            ttl: BinaryHeap::new(),
+            cas_last: 0,
+            flush_seq: 0,
+            flush_at: None,
+            now: 0,
+            stats,
+            scratch: Vec::new(),
+        })
+    }
+
+    // ----- reads -------------------------------------------------------------
+
+    /// Looks a key up and marks it recently used.
+    pub fn get(&mut self, key: &[u8], hash: u64, now: u32) -> Option<ItemView<'_>> {
+        self.tick(now);
+        match self.find_for_read(key, hash) {
+            Some(id) => {
+                self.stats.get_hits += 1;
+                Some(self.hit(id))
+            }
+            None => {
+                self.stats.get_misses += 1;
+                None
+            }
+        }
+    }
+
+    /// `gat`: sets a new expiry on a hit, then returns the item.
+    pub fn get_and_touch(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        expiry: u32,
+        now: u32,
+    ) -> Option<ItemView<'_>> {
+        self.tick(now);
+        match self.find_for_read(key, hash) {
+            Some(id) => {
+                self.stats.get_hits += 1;
+                self.set_expiry(id, expiry);
+                Some(self.hit(id))
+            }
+            None => {
+                self.stats.get_misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Sets a new expiry; false if the key is absent. The CAS value is unchanged.
+    pub fn touch(&mut self, key: &[u8], hash: u64, expiry: u32, now: u32) -> bool {
+        self.tick(now);
+        match self.find_live(key, hash) {
+            Some(id) => {
+                self.set_expiry(id, expiry);
+                Lru::access(&mut self.slabs, id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ----- writes ------------------------------------------------------------
+
+    /// set / add / replace / append / prepend / cas, with memcached's semantics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        hash: u64,
+        flags: u32,
+        expiry: u32,
+        value: &[u8],
+        now: u32,
+    ) -> StoreResult {
+        self.tick(now);
+        if key.len() > KEY_MAX || value.len() > self.config.max_item_size {
+            // memcached drops the old value when a set fails, so a reader never sees
+            // the value the client just tried to replace.
+            if mode == StoreMode::Set {
+                self.remove_key(key, hash);
+            }
+            return StoreResult::TooLarge;
+        }
+        let old = self.find_live(key, hash);
+        match (mode, old) {
+            (StoreMode::Add, Some(id)) => {
+                Lru::access(&mut self.slabs, id);
+                return StoreResult::NotStored;
+            }
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                return StoreResult::NotStored
+            }
+            (StoreMode::Cas(_), None) => return StoreResult::NotFound,
+            (StoreMode::Cas(c), Some(id)) if self.reported_cas(id) != c => {
+                return StoreResult::Exists
+            }
+            _ => {}
+        }
+        match mode {
+            StoreMode::Append | StoreMode::Prepend => {
+                let id = old.expect("checked above");
+                let b = self.slabs.item(id);
+                let (old_flags, old_expiry) = (item::flags(b), item::expiry(b));
+                let old_value = item::value(b);
+                if old_value.len() + value.len() > self.config.max_item_size {
+                    return StoreResult::NotStored;
+                }
+                let mut joined = std::mem::take(&mut self.scratch);
+                joined.clear();
+                if mode == StoreMode::Append {
+                    joined.extend_from_slice(old_value);
+                    joined.extend_from_slice(value);
+                } else {
+                    joined.extend_from_slice(value);
+                    joined.extend_from_slice(old_value);
+                }
+                let ok = self.put(key, hash, old, old_flags, old_expiry, &joined);
+                self.scratch = joined;
+                if ok {
+                    StoreResult::Stored
+                } else {
+                    StoreResult::NotStored
+                }
+            }
+            _ => {
+                if self.put(key, hash, old, flags, expiry, value) {
+                    StoreResult::Stored
+                } else {
+                    if mode == StoreMode::Set {
+                        self.remove_key(key, hash);
+                    }
+                    StoreResult::OutOfMemory
+                }
+            }
+        }
+    }
+
+    /// Removes a key; false if it was absent.
+    pub fn delete(&mut self, key: &[u8], hash: u64, now: u32) -> bool {
+        self.tick(now);
+        match self.find_live(key, hash) {
+            Some(id) => {
+                self.unlink(id, hash);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// incr/decr. The value must be a decimal number that fits in 64 bits (after
+    /// optional leading whitespace, ending at the end or at whitespace, as
+    /// memcached's `strtoull` check reads it). incr wraps at 2^64, decr stops at 0;
+    /// the result is stored as decimal with a new CAS, flags and expiry kept.
+    pub fn arith(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        incr: bool,
+        delta: u64,
+        now: u32,
+    ) -> ArithResult {
+        self.tick(now);
+        let Some(id) = self.find_live(key, hash) else {
+            return ArithResult::NotFound;
+        };
+        let b = self.slabs.item(id);
+        let Some(current) = parse_u64(item::value(b)) else {
+            return ArithResult::NonNumeric;
+        };
+        let (flags, expiry) = (item::flags(b), item::expiry(b));
+        let result = if incr {
+            current.wrapping_add(delta)
+        } else {
+            current.saturating_sub(delta)
+        };
+        let mut digits = [0u8; 20];
+        let text = format_u64(result, &mut digits);
+        if self.put(key, hash, Some(id), flags, expiry, text) {
+            ArithResult::Value(result)
+        } else {
+            // The new value does not fit anywhere (a shard with almost no memory):
+            // drop the item rather than keep a stale count.
+            self.remove_key(key, hash);
+            ArithResult::NotFound
+        }
+    }
+
+    /// `flush_all`: items stored before `oldest_live` become invalid once `now`
+    /// reaches it; `oldest_live <= now` flushes at once. Nothing is freed here:
+    /// flushed items read as misses and their chunks are reused lazily.
+    pub fn flush_all(&mut self, oldest_live: u32, now: u32) {
+        self.flush_at = None;
+        if oldest_live <= now {
+            self.flush_seq = self.cas_last;
+        } else {
+            self.flush_at = Some(oldest_live);
+        }
+        self.tick(now);
+    }
+
+    /// Pops up to `budget` due entries from the TTL heap and frees the items that
+    /// have expired; returns how many were freed.
+    pub fn reap_expired(&mut self, now: u32, budget: usize) -> usize {
+        self.tick(now);
+        let mut freed = 0;
+        for _ in 0..budget {
+            match self.ttl.peek() {
+                Some(&Reverse((exp, _))) if exp <= now => {}
+                _ => break,
+            }
+            let Reverse((_, id)) = self.ttl.pop().expect("peeked");
+            if !self.slabs.is_valid(id) {
+                continue;
+            }
+            let b = self.slabs.item(id);
+            let exp = item::expiry(b);
+            if item::is_live(b) && exp != 0 && exp <= now {
+                self.drop_dead(id, Dead::Expired);
+                freed += 1;
+            }
+        }
+        freed
+    }
+
+    /// `cache_memlimit`: a lower limit empties pages (evicting their items) until the
+    /// shard is within it; a higher one maps more address space if needed.
+    pub fn set_memory_limit(&mut self, bytes: usize) {
+        // A failed mmap keeps the pages mapped so far as the limit.
+        let _ = self.slabs.set_limit(bytes);
+        self.config.memory_limit = bytes;
+        self.stats.memory_limit = bytes as u64;
+        while self.slabs.pages_in_use > self.slabs.max_pages {
+            let Some(page) = self.victim_page(None, None) else {
+                break;
+            };
+            self.empty_page(page);
+            self.slabs.release(page);
+        }
+    }
+
+    // ----- introspection -----------------------------------------------------
+
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            total_pages: self.slabs.pages_in_use as u64,
+            bytes_mapped: self.slabs.bytes_mapped() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Every slab class (ids from 1), including those without pages.
+    pub fn slab_class_stats(&self) -> Vec<SlabClassStats> {
+        self.slabs
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let total = c.pages as u64 * c.per_page as u64;
+                SlabClassStats {
+                    id: i + 1,
+                    chunk_size: c.size as u64,
+                    chunks_per_page: c.per_page as u64,
+                    total_pages: c.pages as u64,
+                    total_chunks: total,
+                    used_chunks: c.items,
+                    free_chunks: total - c.items,
+                    evicted: c.evicted,
+                    number: c.items,
+                }
+            })
+            .collect()
+    }
+
+    /// `stats cachedump <class> <limit>`: (key, value length, expiry) of the items
+    /// of class `class_id` (from 1), most recently used first, at most `limit`
+    /// (0 = all). Flushed items are left out; expired ones not yet freed are listed
+    /// (this call has no clock), as memcached does.
+    pub fn cachedump(&self, class_id: usize, limit: usize) -> Vec<(Vec<u8>, usize, u32)> {
+        if class_id == 0 || class_id > self.slabs.classes.len() {
+            return Vec::new();
+        }
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        Lru::iter(&self.slabs, class_id - 1)
+            .map(|id| self.slabs.item(id))
+            .filter(|b| item::cas(b) > self.flush_seq)
+            .take(limit)
+            .map(|b| (item::key(b).to_vec(), item::value_len(b), item::expiry(b)))
+            .collect()
+    }
+
+    /// The class id (from 1) an item with these lengths is stored in, or None if
+    /// it is larger than any chunk.
+    pub fn class_for_item(&self, key_len: usize, value_len: usize) -> Option<usize> {
+        self.slabs
+            .class_for(item::total_size(key_len, value_len))
+            .map(|c| c + 1)
+    }
+
+    // ----- internals ---------------------------------------------------------
+
+    /// Starts an operation at time `now`: a delayed flush_all that is due takes
+    /// effect, covering everything stored before this operation.
+    fn tick(&mut self, now: u32) {
+        self.now = now;
+        if let Some(at) = self.flush_at {
+            if now >= at {
+                self.flush_seq = self.cas_last;
+                self.flush_at = None;
+            }
+        }
+    }
+
+    fn next_cas(&mut self) -> u64 {
+        self.cas_last += 1;
+        self.cas_last
+    }
+
+    fn reported_cas(&self, id: u32) -> u64 {
+        if self.config.use_cas {
+            item::cas(self.slabs.item(id))
+        } else {
+            0
+        }
+    }
+
+    fn dead(&self, b: &[u8]) -> Option<Dead> {
+        if item::cas(b) <= self.flush_seq {
+            return Some(Dead::Flushed);
+        }
+        let exp = item::expiry(b);
+        (exp != 0 && exp <= self.now).then_some(Dead::Expired)
+    }
+
+    /// The chunk holding `key`, dead or alive.
+    fn find(&self, key: &[u8], hash: u64) -> Option<u32> {
+        let slabs = &self.slabs;
+        self.index
+            .find(hash, |&id| item::key(slabs.item(id)) == key)
+            .copied()
+    }
+
+    /// The chunk holding a visible `key`; a dead one is freed on the way.
+    fn find_live(&mut self, key: &[u8], hash: u64) -> Option<u32> {
+        let id = self.find(key, hash)?;
+        match self.dead(self.slabs.item(id)) {
+            None => Some(id),
+            Some(why) => {
+                self.drop_dead(id, why);
+                None
+            }
+        }
+    }
+
+    /// [`find_live`](Self::find_live) for get/gat, which count why they missed.
+    fn find_for_read(&mut self, key: &[u8], hash: u64) -> Option<u32> {
+        let id = self.find(key, hash)?;
+        match self.dead(self.slabs.item(id)) {
+            None => Some(id),
+            Some(why) => {
+                match why {
+                    Dead::Expired => self.stats.get_expired += 1,
+                    Dead::Flushed => self.stats.get_flushed += 1,
+                }
+                self.drop_dead(id, why);
+                None
+            }
+        }
+    }
+
+    /// Marks a read item fetched and recently used, and views it.
+    fn hit(&mut self, id: u32) -> ItemView<'_> {
+        {
+            let b = self.slabs.item_mut(id);
+            item::set_state(b, item::state(b) | item::FETCHED);
+        }
+        Lru::access(&mut self.slabs, id);
+        let cas = self.reported_cas(id);
+        let b = self.slabs.item(id);
+        ItemView {
+            key: item::key(b),
+            value: item::value(b),
+            flags: item::flags(b),
+            cas,
+            expiry: item::expiry(b),
+        }
+    }
+
+    fn set_expiry(&mut self, id: u32, expiry: u32) {
+        item::set_expiry(self.slabs.item_mut(id), expiry);
+        self.ttl_push(expiry, id);
+    }
+
+    fn ttl_push(&mut self, expiry: u32, id: u32) {
+        if expiry == 0 {
+            return;
+        }
+        self.ttl.push(Reverse((expiry, id)));
+        if self.ttl.len() > HEAP_COMPACT_MIN && self.ttl.len() > 2 * self.stats.curr_items as usize
+        {
+            self.compact_ttl();
+        }
+    }
+
+    /// Rebuilds the TTL heap from the live items, dropping stale entries.
+    fn compact_ttl(&mut self) {
+        let slabs = &self.slabs;
+        let entries: Vec<_> = self
+            .index
+            .iter()
+            .filter_map(|&id| {
+                let exp = item::expiry(slabs.item(id));
+                (exp != 0).then_some(Reverse((exp, id)))
+            })
+            .collect();
+        self.ttl = BinaryHeap::from(entries);
+    }
+
+    /// Writes an item for `key` with `value`, replacing `old` (the key's current
+    /// chunk, if any): in place when the new size falls in the same class, else in
+    /// a new chunk (evicting if needed, never `old`). False if no chunk could be
+    /// had; then nothing has changed.
+    fn put(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        old: Option<u32>,
+        flags: u32,
+        expiry: u32,
+        value: &[u8],
+    ) -> bool {
+        let size = item::total_size(key.len(), value.len());
+        let Some(class) = self.slabs.class_for(size) else {
+            return false;
+        };
+        let id = match old {
+            Some(o) if self.slabs.class_of(o) == class => {
+                Lru::remove(&mut self.slabs, o);
+                self.stats.bytes -= item::size(self.slabs.item(o)) as u64;
+                self.stats.curr_items -= 1;
+                o
+            }
+            _ => match self.alloc(class, old.unwrap_or(NIL)) {
+                Some(id) => id,
+                None => return false,
+            },
+        };
+        let cas = self.next_cas();
+        let b = self.slabs.item_mut(id);
+        item::init(b, key, flags, expiry, cas, value.len());
+        item::value_mut(b).copy_from_slice(value);
+        Lru::insert(&mut self.slabs, id);
+        self.stats.curr_items += 1;
+        self.stats.total_items += 1;
+        self.stats.bytes += size as u64;
+        match old {
+            Some(o) if o == id => {}
+            Some(o) => {
+                self.stats.curr_items -= 1;
+                self.stats.bytes -= item::size(self.slabs.item(o)) as u64;
+                *self
+                    .index
+                    .find_mut(hash, |&x| x == o)
+                    .expect("old item is indexed") = id;
+                self.release_chunk(o);
+            }
+            None => {
+                let slabs = &self.slabs;
+                self.index
+                    .insert_unique(hash, id, |&x| key_hash(item::key(slabs.item(x))));
+            }
+        }
+        self.ttl_push(expiry, id);
+        true
+    }
+
+    /// A chunk of `class`, evicting from it or taking a page from another class if
+    /// needed. `protect` (or NIL) is never evicted.
+    fn alloc(&mut self, class: usize, protect: u32) -> Option<u32> {
+        loop {
+            if let Some(id) = self.slabs.alloc(class) {
+                return Some(id);
+            }
+            if self.evict_from(class, protect) {
+                continue;
+            }
+            let protect_page = (protect != NIL).then(|| self.slabs.page_of(protect));
+            let page = self.victim_page(Some(class), protect_page)?;
+            self.empty_page(page);
+            self.slabs.reassign(page, class);
+        }
+    }
+
+    /// Frees one chunk of `class`: a dead item near the LRU tail if there is one,
+    /// else the policy's first victim. False if the class has nothing to give.
+    fn evict_from(&mut self, class: usize, protect: u32) -> bool {
+        let mut candidates = [NIL; DEAD_SEARCH];
+        for (slot, id) in candidates
+            .iter_mut()
+            .zip(Lru::victims(&self.slabs, class).filter(|&id| id != protect))
+        {
+            *slot = id;
+        }
+        for &id in candidates.iter().take_while(|&&id| id != NIL) {
+            if let Some(why) = self.dead(self.slabs.item(id)) {
+                self.drop_dead(id, why);
+                self.stats.reclaimed += 1;
+                return true;
+            }
+        }
+        if candidates[0] == NIL {
+            return false;
+        }
+        self.evict(candidates[0]);
+        true
+    }
+
+    /// A page to take from a class other than `exclude`, never `protect_page`: an
+    /// empty one if any, else the page of the LRU tail of the class with the most
+    /// pages.
+    fn victim_page(&self, exclude: Option<usize>, protect_page: Option<u32>) -> Option<u32> {
+        let owned = |p: usize, m: &slab::PageMeta| {
+            m.class != slab::NO_CLASS
+                && Some(m.class as usize) != exclude
+                && Some(p as u32) != protect_page
+        };
+        let pages = &self.slabs.pages;
+        if let Some(p) = pages
+            .iter()
+            .enumerate()
+            .position(|(p, m)| owned(p, m) && m.live == 0)
+        {
+            return Some(p as u32);
+        }
+        let mut order: Vec<usize> = (0..self.slabs.classes.len())
+            .filter(|&c| Some(c) != exclude && self.slabs.classes[c].pages > 0)
+            .collect();
+        order.sort_by_key(|&c| Reverse(self.slabs.classes[c].pages));
+        for c in order {
+            if let Some(tail) = Lru::victims(&self.slabs, c).next() {
+                let p = self.slabs.page_of(tail);
+                if Some(p) != protect_page {
+                    return Some(p);
+                }
+            }
+            if let Some(p) = pages
+                .iter()
+                .enumerate()
+                .position(|(p, m)| owned(p, m) && m.class as usize == c)
+            {
+                return Some(p as u32);
+            }
+        }
+        None
+    }
+
+    /// Evicts every item in `page`.
+    fn empty_page(&mut self, page: u32) {
+        for id in self.slabs.live_in_page(page) {
+            match self.dead(self.slabs.item(id)) {
+                Some(why) => self.drop_dead(id, why),
+                None => self.evict(id),
+            }
+        }
+    }
+
+    /// Evicts a live item.
+    fn evict(&mut self, id: u32) {
+        let b = self.slabs.item(id);
+        if item::state(b) & item::FETCHED == 0 {
+            self.stats.evicted_unfetched += 1;
+        }
+        self.stats.evictions += 1;
+        let class = self.slabs.class_of(id);
+        self.slabs.classes[class].evicted += 1;
+        self.unlink_by_id(id);
+    }
+
+    /// Frees an expired or flushed item.
+    fn drop_dead(&mut self, id: u32, why: Dead) {
+        if why == Dead::Expired && item::state(self.slabs.item(id)) & item::FETCHED == 0 {
+            self.stats.expired_unfetched += 1;
+        }
+        self.unlink_by_id(id);
+    }
+
+    /// Removes `key` if present, dead or alive.
+    fn remove_key(&mut self, key: &[u8], hash: u64) {
+        if let Some(id) = self.find(key, hash) {
+            self.unlink(id, hash);
+        }
+    }
+
+    fn unlink_by_id(&mut self, id: u32) {
+        let hash = key_hash(item::key(self.slabs.item(id)));
+        self.unlink(id, hash);
+    }
+
+    /// Takes item `id` (with key hash `hash`) out of the index and frees its chunk.
+    fn unlink(&mut self, id: u32, hash: u64) {
+        self.index
+            .find_entry(hash, |&x| x == id)
+            .expect("item is indexed")
+            .remove();
+        self.stats.curr_items -= 1;
+        self.stats.bytes -= item::size(self.slabs.item(id)) as u64;
+        self.release_chunk(id);
+    }
+
+    /// Unlinks a chunk from the policy and frees it (not the index, not stats).
+    fn release_chunk(&mut self, id: u32) {
+        Lru::remove(&mut self.slabs, id);
+        self.slabs.free(id);
+    }
+}
+
+/// memcached's `safe_strtoull` on an item's data: optional leading whitespace, an
+/// optional sign, decimal digits that fit in 64 bits, then the end or whitespace.
+/// A negative number other than zero is rejected.
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let mut i = v.iter().position(|&c| !is_space(c))?;
+    let negative = match v[i] {
+        b'-' => {
+            i += 1;
+            true
+        }
+        b'+' => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let start = i;
+    let mut n: u64 = 0;
+    while i < v.len() && v[i].is_ascii_digit() {
+        n = n.checked_mul(10)?.checked_add((v[i] - b'0') as u64)?;
+        i += 1;
+    }
+    if i == start || (i < v.len() && !is_space(v[i])) || (negative && n != 0) {
+        return None;
+    }
+    Some(n)
+}
+
+/// `n` in decimal, written into `buf`.
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}

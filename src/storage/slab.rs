@@ -1,0 +1,416 @@
+//! The arena and its slab classes: where item bytes live.
+//!
+//! The arena is one anonymous `memmap2` mapping per shard (plus one more for each
+//! time `cache_memlimit` raises the limit past what is mapped), cut into pages of
+//! `page_size` bytes. The kernel backs a page with memory only when it is first
+//! written, and pages are handed out one at a time, so an idle shard costs nothing.
+//!
+//! Each page belongs to at most one slab class, which cuts it into equal chunks.
+//! Chunks are carved from a page lazily, in slot order, so a page's bytes are only
+//! touched as items land in them. Freed chunks go on the class's free list.
+//!
+//! # Chunk ids
+//!
+//! A chunk is named by a `u32`, used for the index, the recency links and the TTL
+//! heap. The split between page and slot bits is fixed per shard by the most chunks
+//! any class fits in a page (`page_size / smallest chunk`):
+//!
+//! ```text
+//!  bit 31                       S  S-1                   0
+//!      +--------------------------+------------------------+
+//!      | page index (32 - S bits) | slot in page (S bits)  |
+//!      +--------------------------+------------------------+
+//!
+//!  S = bits for (page_size / min_chunk_size - 1)
+//!  defaults (1 MiB pages, 48 B chunks): S = 15, 17 page bits,
+//!  so up to 2^17 - 1 pages = 128 GiB per shard.
+//!  u32::MAX (all ones) is NIL; the all-ones page index is never handed out.
+//! ```
+//!
+//! A chunk's byte offset is `slot * chunk_size` inside its page, where the page's
+//! class gives `chunk_size`.
+
+use std::io;
+
+use memmap2::MmapMut;
+
+use super::lru::Lru;
+
+/// The page has no class: free in the pool, or never used.
+pub(crate) const NO_CLASS: u16 = u16::MAX;
+
+/// Per-page bookkeeping (16 bytes per page, outside the arena).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageMeta {
+    /// Owning class index, or [`NO_CLASS`].
+    pub class: u16,
+    /// Chunk size of the owning class (saves a lookup on every item access).
+    pub chunk_size: u32,
+    /// Slots handed out so far; slots at and past this were never written by
+    /// the current class and hold stale bytes.
+    pub carved: u32,
+    /// Chunks of this page holding live items.
+    pub live: u32,
+}
+
+/// One slab class: a chunk size and the pages cut into it.
+pub(crate) struct SlabClass {
+    pub size: u32,
+    pub per_page: u32,
+    pub pages: u32,
+    /// Free chunk ids (carved, not live).
+    pub free: Vec<u32>,
+    /// The page chunks are being carved from, if it has uncarved slots left.
+    pub carving: Option<u32>,
+    /// Live items (= used chunks).
+    pub items: u64,
+    pub evicted: u64,
+    /// The eviction policy's per-class state.
+    pub lru: Lru,
+}
+
+struct Segment {
+    map: MmapMut,
+    first_page: u32,
+    pages: u32,
+}
+
+pub(crate) struct Slabs {
+    segments: Vec<Segment>,
+    page_size: usize,
+    slot_bits: u32,
+    /// Most pages a chunk id can name (the all-ones page index is reserved).
+    id_page_cap: usize,
+    /// Pages mapped over all segments.
+    mapped_pages: usize,
+    /// One entry per page handed out at least once; index = page id.
+    pub pages: Vec<PageMeta>,
+    /// Pages given back (the limit was lowered), reused before fresh ones.
+    free_pages: Vec<u32>,
+    /// Pages that belong to a class now.
+    pub pages_in_use: usize,
+    /// The most pages the memory limit allows.
+    pub max_pages: usize,
+    pub classes: Vec<SlabClass>,
+}
+
+/// Chunk sizes: `min_chunk` growing by `factor`, rounded up to 8 bytes, while the
+/// next class is still at most `page_size / factor`; the last class is a whole page.
+pub(crate) fn class_sizes(min_chunk: usize, factor: f64, page_size: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut size = round8(min_chunk);
+    while (size as f64) <= page_size as f64 / factor && sizes.len() < (NO_CLASS as usize - 1) {
+        sizes.push(size);
+        size = round8(((size as f64) * factor) as usize).max(size + 8);
+    }
+    sizes.push(page_size);
+    sizes
+}
+
+pub(crate) fn round8(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+impl Slabs {
+    pub fn new(
+        memory_limit: usize,
+        page_size: usize,
+        min_chunk: usize,
+        factor: f64,
+    ) -> io::Result<Slabs> {
+        let sizes = class_sizes(min_chunk, factor, page_size);
+        let most_per_page = page_size / sizes[0];
+        let slot_bits = u32::BITS - (most_per_page.max(1) as u32 - 1).leading_zeros();
+        let page_bits = u32::BITS - slot_bits;
+        let id_page_cap = ((1u64 << page_bits) - 1) as usize;
+        let classes = sizes
+            .iter()
+            .map(|&s| SlabClass {
+                size: s as u32,
+                per_page: (page_size / s) as u32,
+                pages: 0,
+                free: Vec::new(),
+                carving: None,
+                items: 0,
+                evicted: 0,
+                lru: Lru::default(),
+            })
+            .collect();
+        let mut slabs = Slabs {
+            segments: Vec::new(),
+            page_size,
+            slot_bits,
+            id_page_cap,
+            mapped_pages: 0,
+            pages: Vec::new(),
+            free_pages: Vec::new(),
+            pages_in_use: 0,
+            max_pages: 0,
+            classes,
+        };
+        slabs.set_limit(memory_limit)?;
+        Ok(slabs)
+    }
+
+    #[cfg(test)]
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    pub fn bytes_mapped(&self) -> usize {
+        self.mapped_pages * self.page_size
+    }
+
+    /// Sets the page budget for `bytes` of memory and maps more pages if needed.
+    /// Does not give pages back: the caller empties pages while
+    /// `pages_in_use > max_pages`.
+    pub fn set_limit(&mut self, bytes: usize) -> io::Result<()> {
+        let want = (bytes / self.page_size).min(self.id_page_cap);
+        if want > self.mapped_pages {
+            let add = want - self.mapped_pages;
+            match MmapMut::map_anon(add * self.page_size) {
+                Ok(map) => {
+                    self.segments.push(Segment {
+                        map,
+                        first_page: self.mapped_pages as u32,
+                        pages: add as u32,
+                    });
+                    self.mapped_pages = want;
+                }
+                Err(e) => {
+                    self.max_pages = self.max_pages.min(self.mapped_pages);
+                    return Err(e);
+                }
+            }
+        }
+        self.max_pages = want;
+        Ok(())
+    }
+
+    /// The smallest class whose chunks hold `size` bytes.
+    #[inline]
+    pub fn class_for(&self, size: usize) -> Option<usize> {
+        let i = self.classes.partition_point(|c| (c.size as usize) < size);
+        (i < self.classes.len()).then_some(i)
+    }
+
+    #[inline]
+    pub fn page_of(&self, id: u32) -> u32 {
+        id >> self.slot_bits
+    }
+
+    #[inline]
+    fn slot_of(&self, id: u32) -> u32 {
+        id & ((1u32 << self.slot_bits) - 1)
+    }
+
+    #[inline]
+    pub fn make_id(&self, page: u32, slot: u32) -> u32 {
+        (page << self.slot_bits) | slot
+    }
+
+    #[inline]
+    fn page_range(&self, page: u32) -> (usize, usize) {
+        for (i, seg) in self.segments.iter().enumerate() {
+            if page < seg.first_page + seg.pages {
+                return (i, (page - seg.first_page) as usize * self.page_size);
+            }
+        }
+        unreachable!("page {page} is not mapped")
+    }
+
+    /// The bytes of chunk `id`.
+    #[inline]
+    pub fn item(&self, id: u32) -> &[u8] {
+        let page = self.page_of(id);
+        let size = self.pages[page as usize].chunk_size as usize;
+        let (seg, base) = self.page_range(page);
+        let off = base + self.slot_of(id) as usize * size;
+        &self.segments[seg].map[off..off + size]
+    }
+
+    /// The bytes of chunk `id`, writable.
+    #[inline]
+    pub fn item_mut(&mut self, id: u32) -> &mut [u8] {
+        let page = self.page_of(id);
+        let size = self.pages[page as usize].chunk_size as usize;
+        let (seg, base) = self.page_range(page);
+        let off = base + self.slot_of(id) as usize * size;
+        &mut self.segments[seg].map[off..off + size]
+    }
+
+    /// Whether `id` names a carved chunk in the current layout of its page (ids
+    /// kept elsewhere, like the TTL heap's, may outlive their page's class).
+    pub fn is_valid(&self, id: u32) -> bool {
+        if id == super::item::NIL {
+            return false;
+        }
+        match self.pages.get(self.page_of(id) as usize) {
+            Some(p) => p.class != NO_CLASS && self.slot_of(id) < p.carved,
+            None => false,
+        }
+    }
+
+    /// The class of chunk `id`.
+    #[inline]
+    pub fn class_of(&self, id: u32) -> usize {
+        self.pages[self.page_of(id) as usize].class as usize
+    }
+
+    /// A chunk of `class` without evicting anything: from its free list, from the
+    /// page it is carving, or from a new page if the limit allows one. The chunk is
+    /// counted as used; the caller writes an item into it.
+    pub fn alloc(&mut self, class: usize) -> Option<u32> {
+        let id = if let Some(id) = self.classes[class].free.pop() {
+            id
+        } else if let Some(id) = self.carve(class) {
+            id
+        } else {
+            let page = self.new_page()?;
+            self.assign(page, class);
+            self.carve(class)?
+        };
+        let page = self.page_of(id) as usize;
+        self.pages[page].live += 1;
+        self.classes[class].items += 1;
+        Some(id)
+    }
+
+    fn carve(&mut self, class: usize) -> Option<u32> {
+        let page = self.classes[class].carving?;
+        let per_page = self.classes[class].per_page;
+        let meta = &mut self.pages[page as usize];
+        let slot = meta.carved;
+        meta.carved += 1;
+        let done = meta.carved >= per_page;
+        if done {
+            self.classes[class].carving = None;
+        }
+        Some(self.make_id(page, slot))
+    }
+
+    /// A page with no class, if the limit allows one more in use.
+    fn new_page(&mut self) -> Option<u32> {
+        if self.pages_in_use >= self.max_pages {
+            return None;
+        }
+        let page = if let Some(p) = self.free_pages.pop() {
+            p
+        } else if self.pages.len() < self.mapped_pages {
+            self.pages.push(PageMeta {
+                class: NO_CLASS,
+                chunk_size: 0,
+                carved: 0,
+                live: 0,
+            });
+            (self.pages.len() - 1) as u32
+        } else {
+            return None;
+        };
+        self.pages_in_use += 1;
+        Some(page)
+    }
+
+    /// Gives an unowned page to `class`.
+    fn assign(&mut self, page: u32, class: usize) {
+        let c = &mut self.classes[class];
+        c.pages += 1;
+        c.carving = Some(page);
+        self.pages[page as usize] = PageMeta {
+            class: class as u16,
+            chunk_size: c.size,
+            carved: 0,
+            live: 0,
+        };
+    }
+
+    /// Takes an empty page (no live chunks) away from its class.
+    fn unassign(&mut self, page: u32) {
+        let meta = self.pages[page as usize];
+        debug_assert_eq!(meta.live, 0, "page {page} still holds items");
+        debug_assert_ne!(meta.class, NO_CLASS);
+        let slot_bits = self.slot_bits;
+        let c = &mut self.classes[meta.class as usize];
+        c.pages -= 1;
+        c.free.retain(|&id| id >> slot_bits != page);
+        if c.carving == Some(page) {
+            c.carving = None;
+        }
+        self.pages[page as usize].class = NO_CLASS;
+        self.pages[page as usize].carved = 0;
+    }
+
+    /// Moves an empty page from its class to `class`.
+    pub fn reassign(&mut self, page: u32, class: usize) {
+        self.unassign(page);
+        self.assign(page, class);
+    }
+
+    /// Gives an empty page back to the pool (the limit was lowered).
+    pub fn release(&mut self, page: u32) {
+        self.unassign(page);
+        self.free_pages.push(page);
+        self.pages_in_use -= 1;
+    }
+
+    /// Returns chunk `id` to its class's free list. The item must already be out of
+    /// the index and the recency list.
+    pub fn free(&mut self, id: u32) {
+        let b = self.item_mut(id);
+        super::item::set_state(b, 0);
+        let page = self.page_of(id) as usize;
+        self.pages[page].live -= 1;
+        let class = self.pages[page].class as usize;
+        let c = &mut self.classes[class];
+        c.items -= 1;
+        c.free.push(id);
+    }
+
+    /// Ids of the live chunks in `page`.
+    pub fn live_in_page(&self, page: u32) -> Vec<u32> {
+        let carved = self.pages[page as usize].carved;
+        (0..carved)
+            .map(|slot| self.make_id(page, slot))
+            .filter(|&id| super::item::is_live(self.item(id)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_sizes_grow_by_factor_and_end_at_page() {
+        let sizes = class_sizes(48, 1.25, 1 << 20);
+        assert_eq!(sizes[0], 48);
+        assert_eq!(sizes[1], 64); // 60 rounded up to 8
+        assert_eq!(*sizes.last().unwrap(), 1 << 20);
+        for w in sizes.windows(2) {
+            assert!(w[1] > w[0]);
+            assert!(w[1] % 8 == 0 || w[1] == 1 << 20);
+        }
+    }
+
+    #[test]
+    fn chunk_ids_split_page_and_slot() {
+        let s = Slabs::new(4 << 20, 1 << 20, 48, 1.25).unwrap();
+        assert_eq!(s.slot_bits, 15);
+        let id = s.make_id(3, 21844);
+        assert_eq!(s.page_of(id), 3);
+        assert_eq!(s.slot_of(id), 21844);
+        assert_eq!(s.max_pages, 4);
+    }
+
+    #[test]
+    fn pages_are_handed_out_up_to_the_limit() {
+        let mut s = Slabs::new(2 << 20, 1 << 20, 48, 1.25).unwrap();
+        let last = s.classes.len() - 1;
+        assert!(s.alloc(last).is_some());
+        assert!(s.alloc(last).is_some());
+        assert!(s.alloc(last).is_none());
+        assert_eq!(s.pages_in_use, 2);
+        // A small class can still use a free chunk, but no new page.
+        assert!(s.alloc(0).is_none());
+    }
+}

@@ -1,0 +1,743 @@
+//! Unit tests of the shard's memcached semantics, and an invariant checker the
+//! property tests share.
+
+use super::*;
+use crate::keyhash::key_hash;
+
+const MIB: usize = 1 << 20;
+const T0: u32 = 1_700_000_000;
+
+/// Checks the arena's bookkeeping against itself; panics with the first mismatch.
+pub(super) fn check_invariants(s: &Shard) {
+    let slabs = &s.slabs;
+    let mut items = 0u64;
+    let mut bytes = 0u64;
+    for (c, class) in slabs.classes.iter().enumerate() {
+        let mut n = 0u64;
+        let mut prev = NIL;
+        for id in Lru::iter(slabs, c) {
+            let b = slabs.item(id);
+            assert!(item::is_live(b), "class {c}: chunk {id} in LRU is not live");
+            assert_eq!(
+                slabs.class_of(id),
+                c,
+                "chunk {id} linked in the wrong class"
+            );
+            assert_eq!(item::prev(b), prev, "broken back link at {id}");
+            let found = s.find(item::key(b), key_hash(item::key(b)));
+            assert_eq!(
+                found,
+                Some(id),
+                "chunk {id} not reachable through the index"
+            );
+            bytes += item::size(b) as u64;
+            prev = id;
+            n += 1;
+        }
+        assert_eq!(class.lru.tail, prev, "class {c}: tail");
+        assert_eq!(n, class.items, "class {c}: item count");
+        let pages = slabs.pages.iter().filter(|m| m.class as usize == c).count();
+        assert_eq!(pages as u32, class.pages, "class {c}: page count");
+        for &id in &class.free {
+            assert!(slabs.is_valid(id), "free chunk {id} is not carved");
+            assert_eq!(slabs.class_of(id), c);
+            assert!(!item::is_live(slabs.item(id)), "free chunk {id} is live");
+        }
+        items += n;
+    }
+    let live: u64 = slabs.pages.iter().map(|m| m.live as u64).sum();
+    assert_eq!(live, items, "page live counts");
+    assert_eq!(s.index.len() as u64, items, "index size");
+    assert_eq!(s.stats.curr_items, items, "curr_items");
+    assert_eq!(s.stats.bytes, bytes, "bytes");
+    let owned = slabs
+        .pages
+        .iter()
+        .filter(|m| m.class != slab::NO_CLASS)
+        .count();
+    assert_eq!(owned, slabs.pages_in_use);
+    assert!(slabs.pages_in_use * slabs.page_size() <= s.config.memory_limit);
+}
+
+/// Values up to just under 1 MiB, so pages are exactly 1 MiB.
+const MAX_VALUE: usize = MIB - 1024;
+
+fn shard(mem: usize) -> Shard {
+    let s = Shard::new(ShardConfig::new(mem, MAX_VALUE)).unwrap();
+    assert_eq!(s.slabs.page_size(), MIB);
+    s
+}
+
+fn set(s: &mut Shard, key: &[u8], value: &[u8]) -> StoreResult {
+    s.store(StoreMode::Set, key, key_hash(key), 0, 0, value, T0)
+}
+
+fn store_at(s: &mut Shard, mode: StoreMode, key: &[u8], value: &[u8], now: u32) -> StoreResult {
+    s.store(mode, key, key_hash(key), 7, 0, value, now)
+}
+
+fn get(s: &mut Shard, key: &[u8]) -> Option<Vec<u8>> {
+    get_at(s, key, T0)
+}
+
+fn get_at(s: &mut Shard, key: &[u8], now: u32) -> Option<Vec<u8>> {
+    s.get(key, key_hash(key), now).map(|v| v.value.to_vec())
+}
+
+fn cas_of(s: &mut Shard, key: &[u8]) -> u64 {
+    s.get(key, key_hash(key), T0).unwrap().cas
+}
+
+fn arith(s: &mut Shard, key: &[u8], incr: bool, delta: u64) -> ArithResult {
+    s.arith(key, key_hash(key), incr, delta, T0)
+}
+
+#[test]
+fn config_defaults_follow_memcached() {
+    let c = ShardConfig::new(64 * MIB, MIB);
+    assert_eq!(c.growth_factor, 1.25);
+    assert_eq!(c.min_chunk_size, 48);
+    assert!(c.page_size >= MIB + KEY_MAX + HEADER);
+    assert!(c.use_cas);
+    let big = ShardConfig::new(64 * MIB, 4 * MIB);
+    assert!(big.page_size >= 4 * MIB + KEY_MAX + HEADER);
+    assert_eq!(ShardConfig::new(64 * MIB, 1000).page_size, MIB);
+}
+
+#[test]
+fn new_rejects_pages_too_small_for_the_largest_item() {
+    let mut c = ShardConfig::new(64 * MIB, MIB);
+    c.page_size = MIB;
+    assert!(Shard::new(c.clone()).is_err());
+    c.page_size = 2 * MIB;
+    c.growth_factor = 1.0;
+    assert!(Shard::new(c).is_err());
+}
+
+#[test]
+fn set_then_get_returns_value_flags_cas_and_expiry() {
+    let mut s = shard(8 * MIB);
+    let r = s.store(
+        StoreMode::Set,
+        b"k",
+        key_hash(b"k"),
+        42,
+        T0 + 100,
+        b"hello",
+        T0,
+    );
+    assert_eq!(r, StoreResult::Stored);
+    let v = s.get(b"k", key_hash(b"k"), T0).unwrap();
+    assert_eq!(v.key, b"k");
+    assert_eq!(v.value, b"hello");
+    assert_eq!(v.flags, 42);
+    assert_eq!(v.expiry, T0 + 100);
+    assert!(v.cas > 0);
+    let st = s.stats();
+    assert_eq!(st.get_hits, 1);
+    assert_eq!(st.curr_items, 1);
+    assert_eq!(st.total_items, 1);
+    assert_eq!(st.bytes, (HEADER + 1 + 5) as u64);
+    check_invariants(&s);
+}
+
+#[test]
+fn get_miss_is_counted() {
+    let mut s = shard(8 * MIB);
+    assert_eq!(get(&mut s, b"nope"), None);
+    assert_eq!(s.stats().get_misses, 1);
+    assert_eq!(s.stats().get_hits, 0);
+}
+
+#[test]
+fn set_overwrites_in_place_and_across_classes() {
+    let mut s = shard(8 * MIB);
+    set(&mut s, b"k", b"a");
+    set(&mut s, b"k", b"b");
+    assert_eq!(get(&mut s, b"k").unwrap(), b"b");
+    let big = vec![b'x'; 5000];
+    set(&mut s, b"k", &big);
+    assert_eq!(get(&mut s, b"k").unwrap(), big);
+    set(&mut s, b"k", b"small");
+    assert_eq!(get(&mut s, b"k").unwrap(), b"small");
+    assert_eq!(s.stats().curr_items, 1);
+    assert_eq!(s.stats().total_items, 4);
+    check_invariants(&s);
+}
+
+#[test]
+fn add_stores_only_when_absent_and_expired_counts_as_absent() {
+    let mut s = shard(8 * MIB);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Add, b"k", b"1", T0),
+        StoreResult::Stored
+    );
+    assert_eq!(
+        store_at(&mut s, StoreMode::Add, b"k", b"2", T0),
+        StoreResult::NotStored
+    );
+    assert_eq!(get(&mut s, b"k").unwrap(), b"1");
+    s.store(StoreMode::Set, b"e", key_hash(b"e"), 0, T0 + 5, b"old", T0);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Add, b"e", b"new", T0 + 5),
+        StoreResult::Stored
+    );
+    assert_eq!(get_at(&mut s, b"e", T0 + 5).unwrap(), b"new");
+    check_invariants(&s);
+}
+
+#[test]
+fn replace_stores_only_when_present() {
+    let mut s = shard(8 * MIB);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Replace, b"k", b"1", T0),
+        StoreResult::NotStored
+    );
+    assert_eq!(get(&mut s, b"k"), None);
+    set(&mut s, b"k", b"0");
+    assert_eq!(
+        store_at(&mut s, StoreMode::Replace, b"k", b"1", T0),
+        StoreResult::Stored
+    );
+    let v = s.get(b"k", key_hash(b"k"), T0).unwrap();
+    assert_eq!((v.value, v.flags), (&b"1"[..], 7));
+}
+
+#[test]
+fn append_and_prepend_keep_flags_and_expiry() {
+    let mut s = shard(8 * MIB);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Append, b"k", b"x", T0),
+        StoreResult::NotStored
+    );
+    assert_eq!(
+        store_at(&mut s, StoreMode::Prepend, b"k", b"x", T0),
+        StoreResult::NotStored
+    );
+    s.store(
+        StoreMode::Set,
+        b"k",
+        key_hash(b"k"),
+        5,
+        T0 + 100,
+        b"mid",
+        T0,
+    );
+    let cas0 = cas_of(&mut s, b"k");
+    let r = s.store(
+        StoreMode::Append,
+        b"k",
+        key_hash(b"k"),
+        9,
+        T0 + 1,
+        b">>",
+        T0,
+    );
+    assert_eq!(r, StoreResult::Stored);
+    let r = s.store(
+        StoreMode::Prepend,
+        b"k",
+        key_hash(b"k"),
+        9,
+        T0 + 1,
+        b"<<",
+        T0,
+    );
+    assert_eq!(r, StoreResult::Stored);
+    let v = s.get(b"k", key_hash(b"k"), T0).unwrap();
+    assert_eq!(v.value, b"<<mid>>");
+    assert_eq!(v.flags, 5);
+    assert_eq!(v.expiry, T0 + 100);
+    assert!(v.cas > cas0);
+    // Growing into a larger class moves the item.
+    let long = vec![b'y'; 3000];
+    assert_eq!(
+        store_at(&mut s, StoreMode::Append, b"k", &long, T0),
+        StoreResult::Stored
+    );
+    let v = get(&mut s, b"k").unwrap();
+    assert_eq!(&v[..7], b"<<mid>>");
+    assert_eq!(v.len(), 3007);
+    check_invariants(&s);
+}
+
+#[test]
+fn append_past_max_item_size_is_not_stored() {
+    let mut s = Shard::new(ShardConfig::new(8 * MIB, 100)).unwrap();
+    set(&mut s, b"k", &[b'a'; 60]);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Append, b"k", &[b'b'; 41], T0),
+        StoreResult::NotStored
+    );
+    assert_eq!(get(&mut s, b"k").unwrap(), vec![b'a'; 60]);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Append, b"k", &[b'b'; 40], T0),
+        StoreResult::Stored
+    );
+    assert_eq!(get(&mut s, b"k").unwrap().len(), 100);
+}
+
+#[test]
+fn cas_checks_presence_then_the_unique_value() {
+    let mut s = shard(8 * MIB);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Cas(1), b"k", b"v", T0),
+        StoreResult::NotFound
+    );
+    set(&mut s, b"k", b"v0");
+    let c = cas_of(&mut s, b"k");
+    assert_eq!(
+        store_at(&mut s, StoreMode::Cas(c + 1), b"k", b"v1", T0),
+        StoreResult::Exists
+    );
+    assert_eq!(get(&mut s, b"k").unwrap(), b"v0");
+    assert_eq!(
+        store_at(&mut s, StoreMode::Cas(c), b"k", b"v2", T0),
+        StoreResult::Stored
+    );
+    assert_eq!(get(&mut s, b"k").unwrap(), b"v2");
+    // The old unique value is spent.
+    assert_eq!(
+        store_at(&mut s, StoreMode::Cas(c), b"k", b"v3", T0),
+        StoreResult::Exists
+    );
+    assert_ne!(cas_of(&mut s, b"k"), c);
+}
+
+#[test]
+fn cas_values_are_unique_per_mutation_and_zero_without_cas() {
+    let mut s = shard(8 * MIB);
+    set(&mut s, b"a", b"1");
+    set(&mut s, b"b", b"1");
+    let (a, b) = (cas_of(&mut s, b"a"), cas_of(&mut s, b"b"));
+    assert_ne!(a, b);
+    assert!(s.touch(b"a", key_hash(b"a"), T0 + 100, T0));
+    assert_eq!(cas_of(&mut s, b"a"), a, "touch keeps the cas value");
+    arith(&mut s, b"a", true, 1);
+    assert!(cas_of(&mut s, b"a") > b);
+
+    let mut c = ShardConfig::new(8 * MIB, MIB);
+    c.use_cas = false;
+    let mut s = Shard::new(c).unwrap();
+    set(&mut s, b"a", b"1");
+    assert_eq!(cas_of(&mut s, b"a"), 0);
+    assert_eq!(
+        store_at(&mut s, StoreMode::Cas(0), b"a", b"2", T0),
+        StoreResult::Stored
+    );
+}
+
+#[test]
+fn incr_wraps_decr_clamps_and_results_are_stored_as_decimal() {
+    let mut s = shard(8 * MIB);
+    assert_eq!(arith(&mut s, b"n", true, 1), ArithResult::NotFound);
+    s.store(StoreMode::Set, b"n", key_hash(b"n"), 3, T0 + 50, b"9", T0);
+    assert_eq!(arith(&mut s, b"n", true, 1), ArithResult::Value(10));
+    let v = s.get(b"n", key_hash(b"n"), T0).unwrap();
+    assert_eq!((v.value, v.flags, v.expiry), (&b"10"[..], 3, T0 + 50));
+    assert_eq!(arith(&mut s, b"n", false, 3), ArithResult::Value(7));
+    assert_eq!(get(&mut s, b"n").unwrap(), b"7");
+    assert_eq!(arith(&mut s, b"n", false, 100), ArithResult::Value(0));
+    assert_eq!(get(&mut s, b"n").unwrap(), b"0");
+    set(&mut s, b"n", u64::MAX.to_string().as_bytes());
+    assert_eq!(arith(&mut s, b"n", true, 2), ArithResult::Value(1));
+    assert_eq!(get(&mut s, b"n").unwrap(), b"1");
+    assert_eq!(
+        arith(&mut s, b"n", true, u64::MAX - 1),
+        ArithResult::Value(u64::MAX)
+    );
+    assert_eq!(get(&mut s, b"n").unwrap(), u64::MAX.to_string().as_bytes());
+    check_invariants(&s);
+}
+
+#[test]
+fn arith_on_non_numbers_is_refused() {
+    let mut s = shard(8 * MIB);
+    for bad in [
+        &b""[..],
+        b"abc",
+        b"12a",
+        b"-5",
+        b"18446744073709551616",
+        b" ",
+    ] {
+        set(&mut s, b"n", bad);
+        assert_eq!(
+            arith(&mut s, b"n", true, 1),
+            ArithResult::NonNumeric,
+            "{bad:?}"
+        );
+        assert_eq!(get(&mut s, b"n").unwrap(), bad);
+    }
+}
+
+#[test]
+fn parse_follows_strtoull_as_memcached_checks_it() {
+    assert_eq!(parse_u64(b"0"), Some(0));
+    assert_eq!(parse_u64(b"  42"), Some(42));
+    assert_eq!(parse_u64(b"42 "), Some(42));
+    assert_eq!(parse_u64(b"42\r\n"), Some(42));
+    assert_eq!(parse_u64(b"+7"), Some(7));
+    assert_eq!(parse_u64(b"-0"), Some(0));
+    assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+    assert_eq!(parse_u64(b"18446744073709551616"), None);
+    assert_eq!(parse_u64(b"-1"), None);
+    assert_eq!(parse_u64(b"1x"), None);
+    assert_eq!(parse_u64(b""), None);
+    let mut buf = [0u8; 20];
+    assert_eq!(format_u64(0, &mut buf), b"0");
+    assert_eq!(format_u64(u64::MAX, &mut buf), b"18446744073709551615");
+}
+
+#[test]
+fn expired_items_miss_are_freed_and_counted() {
+    let mut s = shard(8 * MIB);
+    s.store(StoreMode::Set, b"k", key_hash(b"k"), 0, T0 + 10, b"v", T0);
+    assert_eq!(get_at(&mut s, b"k", T0 + 9).unwrap(), b"v");
+    assert_eq!(get_at(&mut s, b"k", T0 + 10), None);
+    let st = s.stats();
+    assert_eq!(st.get_expired, 1);
+    assert_eq!(st.get_misses, 1);
+    assert_eq!(st.curr_items, 0);
+    assert_eq!(st.expired_unfetched, 0, "it was fetched once");
+    // An expiry in the past hides the item at once.
+    s.store(StoreMode::Set, b"p", key_hash(b"p"), 0, T0 - 1, b"v", T0);
+    assert_eq!(get_at(&mut s, b"p", T0), None);
+    assert_eq!(s.stats().expired_unfetched, 1);
+    check_invariants(&s);
+}
+
+#[test]
+fn touch_and_gat_set_a_new_expiry() {
+    let mut s = shard(8 * MIB);
+    assert!(!s.touch(b"k", key_hash(b"k"), T0 + 5, T0));
+    s.store(StoreMode::Set, b"k", key_hash(b"k"), 0, T0 + 5, b"v", T0);
+    assert!(s.touch(b"k", key_hash(b"k"), T0 + 20, T0));
+    assert_eq!(get_at(&mut s, b"k", T0 + 10).unwrap(), b"v");
+    let v = s.get_and_touch(b"k", key_hash(b"k"), 0, T0 + 10).unwrap();
+    assert_eq!((v.value, v.expiry), (&b"v"[..], 0));
+    assert_eq!(get_at(&mut s, b"k", T0 + 1000).unwrap(), b"v");
+    let v = s
+        .get_and_touch(b"k", key_hash(b"k"), T0 + 1001, T0 + 1000)
+        .unwrap();
+    assert_eq!(v.expiry, T0 + 1001);
+    assert_eq!(get_at(&mut s, b"k", T0 + 1001), None);
+    assert!(s
+        .get_and_touch(b"k", key_hash(b"k"), 0, T0 + 1001)
+        .is_none());
+    let st = s.stats();
+    assert_eq!((st.get_hits, st.get_misses), (4, 2));
+    check_invariants(&s);
+}
+
+#[test]
+fn flush_all_now_hides_everything_stored_before() {
+    let mut s = shard(8 * MIB);
+    set(&mut s, b"a", b"1");
+    set(&mut s, b"b", b"2");
+    s.flush_all(T0, T0);
+    assert_eq!(get(&mut s, b"a"), None);
+    assert_eq!(s.stats().get_flushed, 1);
+    assert!(!s.delete(b"b", key_hash(b"b"), T0));
+    // Stored in the same second, after the flush: visible.
+    set(&mut s, b"a", b"3");
+    assert_eq!(get(&mut s, b"a").unwrap(), b"3");
+    assert_eq!(s.stats().curr_items, 1);
+    check_invariants(&s);
+}
+
+#[test]
+fn delayed_flush_all_takes_effect_at_its_time() {
+    let mut s = shard(8 * MIB);
+    set(&mut s, b"a", b"1");
+    s.flush_all(T0 + 10, T0);
+    set(&mut s, b"b", b"2");
+    assert_eq!(get_at(&mut s, b"a", T0 + 9).unwrap(), b"1");
+    assert_eq!(get_at(&mut s, b"b", T0 + 9).unwrap(), b"2");
+    assert_eq!(get_at(&mut s, b"a", T0 + 10), None);
+    assert_eq!(get_at(&mut s, b"b", T0 + 10), None);
+    s.store(StoreMode::Set, b"c", key_hash(b"c"), 0, 0, b"3", T0 + 10);
+    assert_eq!(get_at(&mut s, b"c", T0 + 11).unwrap(), b"3");
+    // A later flush_all replaces a pending one.
+    s.flush_all(T0 + 100, T0 + 11);
+    s.flush_all(T0 + 200, T0 + 11);
+    assert_eq!(get_at(&mut s, b"c", T0 + 150).unwrap(), b"3");
+    assert_eq!(get_at(&mut s, b"c", T0 + 200), None);
+}
+
+#[test]
+fn too_large_set_removes_the_old_value_other_modes_keep_it() {
+    let max = 1000;
+    let mut s = Shard::new(ShardConfig::new(8 * MIB, max)).unwrap();
+    set(&mut s, b"k", b"old");
+    assert_eq!(
+        store_at(&mut s, StoreMode::Replace, b"k", &vec![0; max + 1], T0),
+        StoreResult::TooLarge
+    );
+    assert_eq!(get(&mut s, b"k").unwrap(), b"old");
+    assert_eq!(set(&mut s, b"k", &vec![0; max + 1]), StoreResult::TooLarge);
+    assert_eq!(get(&mut s, b"k"), None);
+    assert_eq!(
+        set(&mut s, &[b'k'; KEY_MAX + 1], b"v"),
+        StoreResult::TooLarge
+    );
+    check_invariants(&s);
+}
+
+#[test]
+fn empty_and_maximum_values_are_stored() {
+    let mut s = Shard::new(ShardConfig::new(8 * MIB, MIB)).unwrap();
+    assert_eq!(set(&mut s, b"e", b""), StoreResult::Stored);
+    assert_eq!(get(&mut s, b"e").unwrap(), b"");
+    let max = vec![b'm'; MIB];
+    let key = [b'K'; KEY_MAX];
+    assert_eq!(set(&mut s, &key, &max), StoreResult::Stored);
+    assert_eq!(get(&mut s, &key).unwrap(), max);
+    assert_eq!(
+        s.class_for_item(KEY_MAX, MIB),
+        Some(s.slab_class_stats().len())
+    );
+    assert_eq!(s.class_for_item(KEY_MAX, s.slabs.page_size()), None);
+    check_invariants(&s);
+}
+
+#[test]
+fn delete_removes_the_item() {
+    let mut s = shard(8 * MIB);
+    assert!(!s.delete(b"k", key_hash(b"k"), T0));
+    set(&mut s, b"k", b"v");
+    assert!(s.delete(b"k", key_hash(b"k"), T0));
+    assert_eq!(get(&mut s, b"k"), None);
+    assert_eq!(s.stats().curr_items, 0);
+    assert_eq!(s.stats().bytes, 0);
+    check_invariants(&s);
+}
+
+#[test]
+fn reap_expired_frees_due_items_within_the_budget() {
+    let mut s = shard(8 * MIB);
+    for i in 0..10u32 {
+        let k = format!("k{i}");
+        s.store(
+            StoreMode::Set,
+            k.as_bytes(),
+            key_hash(k.as_bytes()),
+            0,
+            T0 + i,
+            b"v",
+            T0,
+        );
+    }
+    s.store(
+        StoreMode::Set,
+        b"forever",
+        key_hash(b"forever"),
+        0,
+        0,
+        b"v",
+        T0,
+    );
+    assert_eq!(s.reap_expired(T0, 100), 1); // k0 expires at T0
+    assert_eq!(s.reap_expired(T0 + 5, 2), 2);
+    assert_eq!(s.reap_expired(T0 + 5, 100), 3);
+    // A touched item's stale heap entry frees nothing.
+    assert!(s.touch(b"k6", key_hash(b"k6"), 0, T0));
+    assert_eq!(s.reap_expired(T0 + 100, 100), 3);
+    assert_eq!(s.stats().curr_items, 2);
+    assert_eq!(s.stats().expired_unfetched, 9);
+    check_invariants(&s);
+}
+
+#[test]
+fn ttl_heap_is_compacted() {
+    let mut s = shard(8 * MIB);
+    set(&mut s, b"k", b"v");
+    for i in 0..10_000 {
+        assert!(s.touch(b"k", key_hash(b"k"), T0 + 100 + i, T0));
+    }
+    assert!(
+        s.ttl.len() <= HEAP_COMPACT_MIN + 1,
+        "heap holds {}",
+        s.ttl.len()
+    );
+    assert_eq!(get_at(&mut s, b"k", T0 + 100 + 9_999), None);
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key:{i:08}").into_bytes()
+}
+
+#[test]
+fn full_class_evicts_least_recently_used_first() {
+    // Two pages: one for this class, one left for another.
+    let mut s = shard(2 * MIB);
+    let value = [b'v'; 100];
+    let class = s.class_for_item(key(0).len(), value.len()).unwrap();
+    let per_page = s.slab_class_stats()[class - 1].chunks_per_page as usize;
+    for i in 0..2 * per_page {
+        assert_eq!(set(&mut s, &key(i), &value), StoreResult::Stored);
+        if i == 0 {
+            // Keep key 0 recently used.
+        }
+    }
+    assert_eq!(s.stats().total_pages, 2);
+    assert_eq!(s.stats().evictions, 0);
+    // Read key 0 so it is the most recent, then push one more in.
+    assert!(get(&mut s, &key(0)).is_some());
+    assert_eq!(set(&mut s, &key(2 * per_page), &value), StoreResult::Stored);
+    let st = s.stats();
+    assert_eq!(st.evictions, 1);
+    assert_eq!(st.evicted_unfetched, 1);
+    assert!(
+        get(&mut s, &key(0)).is_some(),
+        "recently read item survives"
+    );
+    assert!(
+        get(&mut s, &key(1)).is_none(),
+        "least recently used is evicted"
+    );
+    assert_eq!(s.slab_class_stats()[class - 1].evicted, 1);
+    check_invariants(&s);
+}
+
+#[test]
+fn eviction_prefers_expired_items_near_the_tail() {
+    let mut s = shard(MIB);
+    let value = [b'v'; 100];
+    let class = s.class_for_item(key(0).len(), value.len()).unwrap();
+    let per_page = s.slab_class_stats()[class - 1].chunks_per_page as usize;
+    for i in 0..per_page {
+        let exp = if i == 2 { T0 + 1 } else { 0 };
+        s.store(
+            StoreMode::Set,
+            &key(i),
+            key_hash(&key(i)),
+            0,
+            exp,
+            &value,
+            T0,
+        );
+    }
+    let new = key(per_page);
+    let r = s.store(StoreMode::Set, &new, key_hash(&new), 0, 0, &value, T0 + 1);
+    assert_eq!(r, StoreResult::Stored);
+    let st = s.stats();
+    assert_eq!((st.evictions, st.reclaimed), (0, 1));
+    assert!(get_at(&mut s, &key(0), T0 + 1).is_some());
+    check_invariants(&s);
+}
+
+#[test]
+fn a_starved_class_takes_a_page_from_another() {
+    let mut s = shard(4 * MIB);
+    let mut i = 0;
+    while s.stats().total_pages < 4 {
+        assert_eq!(set(&mut s, &key(i), b"small"), StoreResult::Stored);
+        i += 1;
+    }
+    let before = s.stats().curr_items;
+    let big = vec![b'B'; 600_000];
+    assert_eq!(set(&mut s, b"big", &big), StoreResult::Stored);
+    assert_eq!(get(&mut s, b"big").unwrap(), big);
+    let st = s.stats();
+    assert!(st.evictions > 0);
+    assert_eq!(st.curr_items + st.evictions, before + 1);
+    assert_eq!(st.total_pages, 4);
+    // The page came from the small class's LRU end: the newest keys are still there.
+    assert!(get(&mut s, &key(i - 1)).is_some());
+    assert!(get(&mut s, &key(0)).is_none());
+    check_invariants(&s);
+}
+
+#[test]
+fn out_of_memory_when_no_page_can_be_had() {
+    let mut s = shard(MIB / 2);
+    assert_eq!(set(&mut s, b"k", b"v"), StoreResult::OutOfMemory);
+    assert_eq!(get(&mut s, b"k"), None);
+    assert_eq!(s.stats().total_pages, 0);
+    // One page: an item cannot evict itself to grow into another class.
+    let mut s = shard(MIB);
+    set(&mut s, b"k", b"v");
+    let r = store_at(&mut s, StoreMode::Append, b"k", &[b'a'; 5000], T0);
+    assert_eq!(r, StoreResult::NotStored);
+    assert_eq!(get(&mut s, b"k").unwrap(), b"v");
+    assert_eq!(set(&mut s, b"k", &[b'a'; 5000]), StoreResult::OutOfMemory);
+    assert_eq!(get(&mut s, b"k"), None, "a failed set drops the old value");
+    check_invariants(&s);
+}
+
+#[test]
+fn memory_limit_can_be_lowered_and_raised_at_run_time() {
+    let mut s = shard(4 * MIB);
+    let mut i = 0;
+    while s.stats().total_pages < 4 {
+        set(&mut s, &key(i), &[b'v'; 200]);
+        i += 1;
+    }
+    s.set_memory_limit(2 * MIB);
+    let st = s.stats();
+    assert_eq!(st.total_pages, 2);
+    assert_eq!(st.memory_limit, 2 * MIB as u64);
+    assert!(st.evictions > 0);
+    check_invariants(&s);
+    s.set_memory_limit(6 * MIB);
+    assert_eq!(s.stats().bytes_mapped, 6 * MIB as u64);
+    while s.stats().total_pages < 6 {
+        assert_eq!(set(&mut s, &key(i), &[b'v'; 200]), StoreResult::Stored);
+        i += 1;
+    }
+    assert!(get(&mut s, &key(i - 1)).is_some());
+    check_invariants(&s);
+}
+
+#[test]
+fn slab_stats_and_cachedump_describe_a_class() {
+    let mut s = shard(8 * MIB);
+    for i in 0..5 {
+        s.store(
+            StoreMode::Set,
+            &key(i),
+            key_hash(&key(i)),
+            0,
+            T0 + i as u32,
+            b"val",
+            T0,
+        );
+    }
+    let class = s.class_for_item(key(0).len(), 3).unwrap();
+    let st = s.slab_class_stats();
+    assert_eq!(st[0].id, 1);
+    let c = st[class - 1];
+    assert_eq!((c.total_pages, c.used_chunks, c.number), (1, 5, 5));
+    assert_eq!(c.total_chunks, c.chunks_per_page);
+    assert_eq!(c.free_chunks, c.total_chunks - 5);
+    assert!(c.chunk_size as usize >= HEADER + key(0).len() + 3);
+    get(&mut s, &key(1));
+    let dump = s.cachedump(class, 3);
+    assert_eq!(dump.len(), 3);
+    assert_eq!(dump[0], (key(1), 3, T0 + 1));
+    assert_eq!(dump[1].0, key(4));
+    assert_eq!(s.cachedump(class, 0).len(), 5);
+    assert!(s.cachedump(0, 0).is_empty());
+    assert!(s.cachedump(class + 1, 0).is_empty());
+}
+
+/// Bytes each item costs: the header inside the chunk, the index slot outside.
+#[test]
+fn bytes_per_item_stay_small() {
+    const { assert!(HEADER <= 36) };
+    let mut s = shard(64 * MIB);
+    let n = 100_000;
+    for i in 0..n {
+        assert_eq!(set(&mut s, &key(i), b"0123456789"), StoreResult::Stored);
+    }
+    // hashbrown: 4-byte id + 1 control byte per bucket, at most 7/8 full.
+    let index_bytes = s.index.allocation_size();
+    let per_item = index_bytes as f64 / n as f64;
+    eprintln!(
+        "header {HEADER} B, index {per_item:.1} B/item ({} buckets for {n})",
+        index_bytes / 5
+    );
+    assert!(per_item <= 12.0, "index costs {per_item} B/item");
+    assert_eq!(s.stats().bytes, (n * (HEADER + key(0).len() + 10)) as u64);
+}
