@@ -170,14 +170,17 @@ pub fn markdown(results: &[RunResult], header: &str) -> String {
     let _ = writeln!(s, "{header}\n");
     let _ = writeln!(
         s,
-        "| target | workload | pipeline | ops/s | server CPU-s | requests / server CPU-s | p50 us | p99 us | p99.9 us | hit ratio | errors |"
+        "| target | workload | pipeline | ops/s | server CPU-s | requests / server CPU-s | p50 us | p99 us | p99.9 us | hit ratio | errors | client CPU-s |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in results {
         let l = &r.latency_us;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} |",
             r.target,
             r.workload,
             r.pipeline,
@@ -191,6 +194,7 @@ pub fn markdown(results: &[RunResult], header: &str) -> String {
                 .map(|h| format!("{:.1}%", h * 100.0))
                 .unwrap_or_else(|| "-".into()),
             r.errors + r.key_mismatches + r.conn_errors + r.prefill_errors,
+            r.client_cpu_s,
         );
     }
     s
