@@ -56,8 +56,8 @@ pub struct CompareArgs {
     /// latency.svg, logs/.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
-    /// First port to start servers on; each server start takes the next one.
-    #[arg(long, default_value_t = 22100)]
+    /// First port to start servers on; each server start takes the next free one.
+    #[arg(long, default_value_t = 31100)]
     base_port: u16,
     #[command(flatten)]
     load: LoadArgs,
@@ -359,7 +359,9 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
                 bar.inc(a.pipelines.len() as u64);
                 continue;
             }
-            port = port.wrapping_add(1);
+            // A port some other process listens on would have us measure that
+            // process (our server fails to bind while the readiness check connects).
+            port = next_free_port(port.wrapping_add(1));
             bar.set_message(format!("{} / {}: starting", t.name, wl.name));
             let log = a
                 .out
@@ -485,6 +487,13 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
         a.out.display()
     );
     Ok(())
+}
+
+/// The first port from `from` upward that nothing listens on at 127.0.0.1.
+fn next_free_port(from: u16) -> u16 {
+    (from..u16::MAX)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .unwrap_or(from)
 }
 
 fn kernel() -> String {
