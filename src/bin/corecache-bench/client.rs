@@ -1,0 +1,196 @@
+//! A small blocking client for the steps around a run: the correctness probe
+//! (set then get must hit, with the same bytes) and the prefill.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::proto::{self, Protocol, Reply};
+use crate::workload::{Generator, Workload};
+
+pub struct Blocking {
+    stream: TcpStream,
+    protocol: Protocol,
+    rbuf: Vec<u8>,
+    rlen: usize,
+}
+
+impl Blocking {
+    pub fn connect(addr: SocketAddr, protocol: Protocol) -> io::Result<Blocking> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Blocking {
+            stream,
+            protocol,
+            rbuf: vec![0; 64 * 1024],
+            rlen: 0,
+        })
+    }
+
+    /// Reads one complete reply; returns its raw bytes and summary. `get_keys`
+    /// (memcached) says the reply is to a get of that many keys, else to a set.
+    fn reply(&mut self, get: Option<(&[u8], usize)>) -> io::Result<(Vec<u8>, Reply)> {
+        loop {
+            let buf = &self.rbuf[..self.rlen];
+            let parsed = match (self.protocol, get) {
+                (Protocol::Memcached, Some((keys, klen))) => proto::mc_parse_get(buf, keys, klen),
+                (Protocol::Memcached, None) => proto::mc_parse_store(buf),
+                (Protocol::Redis, _) => proto::resp_parse(buf),
+            }
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+            if let Some((n, r)) = parsed {
+                let raw = self.rbuf[..n].to_vec();
+                self.rbuf.copy_within(n..self.rlen, 0);
+                self.rlen -= n;
+                return Ok((raw, r));
+            }
+            if self.rlen == self.rbuf.len() {
+                self.rbuf.resize(self.rbuf.len() * 2, 0);
+            }
+            let n = self.stream.read(&mut self.rbuf[self.rlen..])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
+            }
+            self.rlen += n;
+        }
+    }
+
+    fn set_bytes(&self, out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+        match self.protocol {
+            Protocol::Memcached => proto::mc_set(out, key, value),
+            Protocol::Redis => proto::resp_set(out, key, value),
+        }
+    }
+}
+
+/// Checks that the server answers like a cache: a set is stored, a get of it
+/// returns exactly the bytes set, a get of a key never set misses. Servers with
+/// canned replies (the null targets) fail this, by design.
+pub fn probe(addr: SocketAddr, protocol: Protocol) -> Result<(), String> {
+    let mut c = Blocking::connect(addr, protocol).map_err(|e| format!("connect {addr}: {e}"))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tag = format!("{}-{nanos}", std::process::id());
+    let key = format!("cbprobe:{tag}");
+    let missing = format!("cbprobe:missing:{tag}");
+    let value: Vec<u8> = (0..1000u32).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+    let io = |e: io::Error| format!("probe: {e}");
+
+    let mut out = Vec::new();
+    c.set_bytes(&mut out, key.as_bytes(), &value);
+    c.stream.write_all(&out).map_err(io)?;
+    let (raw, r) = c.reply(None).map_err(io)?;
+    if !r.stored {
+        return Err(format!(
+            "probe: set not stored: {:?}",
+            String::from_utf8_lossy(&raw)
+        ));
+    }
+
+    for (k, want_hit) in [(&key, true), (&missing, false)] {
+        out.clear();
+        match protocol {
+            Protocol::Memcached => proto::mc_get(&mut out, [k.as_bytes()]),
+            Protocol::Redis => proto::resp_get(&mut out, &[k.as_bytes()]),
+        }
+        c.stream.write_all(&out).map_err(io)?;
+        let (raw, r) = c.reply(Some((k.as_bytes(), k.len()))).map_err(io)?;
+        let hit = r.hits == 1;
+        if hit != want_hit || r.error || r.key_mismatch {
+            return Err(format!(
+                "probe: get {k}: expected a {}, got {:?}",
+                if want_hit { "hit" } else { "miss" },
+                String::from_utf8_lossy(&raw[..raw.len().min(200)])
+            ));
+        }
+        if want_hit {
+            let expected = match protocol {
+                Protocol::Memcached => {
+                    let mut e = format!("VALUE {k} 0 {}\r\n", value.len()).into_bytes();
+                    e.extend_from_slice(&value);
+                    e.extend_from_slice(b"\r\nEND\r\n");
+                    e
+                }
+                Protocol::Redis => {
+                    let mut e = format!("${}\r\n", value.len()).into_bytes();
+                    e.extend_from_slice(&value);
+                    e.extend_from_slice(b"\r\n");
+                    e
+                }
+            };
+            if raw != expected {
+                return Err(format!(
+                    "probe: get {k} returned different bytes than were set"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Outcome of a prefill.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Prefill {
+    pub keys: u64,
+    pub errors: u64,
+    pub seconds: f64,
+}
+
+/// Sets key ids `0..wl.prefill_keys()` over a few pipelined connections. Low ids
+/// (the hot ones under zipf / hotspot) are written last by each connection, so an
+/// LRU server that cannot hold them all keeps the hot ones.
+pub fn prefill(addr: SocketAddr, protocol: Protocol, wl: &Workload) -> io::Result<Prefill> {
+    let n = wl.prefill_keys();
+    let start = Instant::now();
+    if n == 0 {
+        return Ok(Prefill::default());
+    }
+    let conns = 4u64.min(n);
+    let errors = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..conns)
+            .map(|t| {
+                s.spawn(move || -> io::Result<u64> {
+                    let mut c = Blocking::connect(addr, protocol)?;
+                    let mut gen = Generator::new(wl, 1000 + t);
+                    let ids: Vec<u64> = (0..n).rev().filter(|id| id % conns == t).collect();
+                    let mut errors = 0;
+                    let mut key = Vec::new();
+                    let mut out = Vec::new();
+                    for batch in ids.chunks(256) {
+                        out.clear();
+                        for &id in batch {
+                            wl.key(id, &mut key);
+                            let v = gen.value();
+                            match protocol {
+                                Protocol::Memcached => proto::mc_set(&mut out, &key, v),
+                                Protocol::Redis => proto::resp_set(&mut out, &key, v),
+                            }
+                        }
+                        c.stream.write_all(&out)?;
+                        for _ in batch {
+                            let (_, r) = c.reply(None)?;
+                            errors += (!r.stored) as u64;
+                        }
+                    }
+                    Ok(errors)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| io::Error::other("prefill thread panicked"))?
+            })
+            .sum::<io::Result<u64>>()
+    })?;
+    Ok(Prefill {
+        keys: n,
+        errors,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,503 @@
+//! `compare`: start each server with the same memory and pinned CPUs, run every
+//! workload at every pipeline depth against it, write table, JSON and charts.
+
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::proto::Protocol;
+use crate::report::{self, RunResult};
+use crate::workload::Workload;
+use crate::{client, measure, parse_cpus, LoadArgs, WorkloadArgs};
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Targets, in order: corecache, memcached, redis, null, uring-null.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "corecache,memcached,redis,null,uring-null"
+    )]
+    targets: Vec<String>,
+    /// Workload profiles: default, multiget10, seed.
+    #[arg(long, value_delimiter = ',', default_value = "default,multiget10,seed")]
+    workloads: Vec<String>,
+    /// Pipeline depths to run each workload at.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pipelines: Vec<usize>,
+    /// Memory limit given to every server, in MB.
+    #[arg(long, default_value_t = 256)]
+    memory_mb: u64,
+    /// CPUs the servers are pinned to; their thread count is the number of CPUs.
+    #[arg(long, default_value = "1", value_parser = parse_cpus)]
+    server_cpus: ::std::vec::Vec<usize>, // full path: one value parsed to a list
+    /// The corecache server binary.
+    #[arg(long, default_value = "target/release/corecache")]
+    corecache_bin: PathBuf,
+    #[arg(long, default_value = "memcached")]
+    memcached_bin: PathBuf,
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// Command line of the `null` target (canned replies, measures the I/O layer);
+    /// whitespace-separated, with {port}, {threads}, {cpu} and {corecache} replaced.
+    #[arg(long, default_value = "{corecache} --null -p {port} -t {threads}")]
+    null_cmd: String,
+    /// The reference uring-null server (run as `uring-null PORT CPU`); the
+    /// uring-null target is skipped without it.
+    #[arg(long)]
+    uring_null_bin: Option<PathBuf>,
+    /// Output directory (created): results.md, results.json, throughput.svg,
+    /// latency.svg, logs/.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// First port to start servers on; each server start takes the next free one.
+    #[arg(long, default_value_t = 31100)]
+    base_port: u16,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Overrides applied to every workload profile.
+    #[command(flatten)]
+    workload: WorkloadArgs,
+}
+
+/// How to start one target.
+struct Target {
+    name: String,
+    protocol: Protocol,
+    /// Program and arguments, with {port} still to be replaced.
+    argv: Vec<String>,
+    /// Real caches get the correctness probe and a prefill; null servers do not.
+    is_cache: bool,
+    /// Understands single-key `get` only (the reference uring-null): multi-get
+    /// workloads are skipped for it.
+    single_key_only: bool,
+}
+
+/// Finds `p` as given (if it has a slash) or on PATH.
+fn find_binary(p: &Path) -> Option<PathBuf> {
+    if p.components().count() > 1 || p.is_absolute() {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+    })
+}
+
+fn missing(name: &str, p: &Path, hint: &str) -> String {
+    format!("skipping {name}: binary {} not found{hint}", p.display())
+}
+
+fn targets(a: &CompareArgs) -> Vec<Result<Target, String>> {
+    let threads = a.server_cpus.len().to_string();
+    let mb = a.memory_mb.to_string();
+    let s = |x: &str| x.to_string();
+    a.targets
+        .iter()
+        .map(|name| -> Result<Target, String> {
+            match name.as_str() {
+                "corecache" => {
+                    let bin = find_binary(&a.corecache_bin).ok_or_else(|| {
+                        missing(name, &a.corecache_bin, " (cargo build --release --bin corecache, or --corecache-bin)")
+                    })?;
+                    Ok(Target {
+                        name: s(name),
+                        protocol: Protocol::Memcached,
+                        argv: vec![
+                            bin.display().to_string(),
+                            s("-p"),
+                            s("{port}"),
+                            s("-m"),
+                            mb.clone(),
+                            s("-t"),
+                            threads.clone(),
+                            s("-U"),
+                            s("0"),
+                        ],
+                        is_cache: true,
+                        single_key_only: false,
+                    })
+                }
+                "memcached" => {
+                    let bin = find_binary(&a.memcached_bin)
+                        .ok_or_else(|| missing(name, &a.memcached_bin, " (apt install memcached)"))?;
+                    let mut argv = vec![
+                        bin.display().to_string(),
+                        s("-p"),
+                        s("{port}"),
+                        s("-l"),
+                        s("127.0.0.1"),
+                        s("-m"),
+                        mb.clone(),
+                        s("-t"),
+                        threads.clone(),
+                        s("-U"),
+                        s("0"),
+                    ];
+                    if unsafe { libc::geteuid() } == 0 {
+                        argv.extend([s("-u"), s("root")]);
+                    }
+                    Ok(Target {
+                        name: s(name),
+                        protocol: Protocol::Memcached,
+                        argv,
+                        is_cache: true,
+                        single_key_only: false,
+                    })
+                }
+                "redis" => {
+                    let bin = find_binary(&a.redis_bin)
+                        .ok_or_else(|| missing(name, &a.redis_bin, " (apt install redis-server)"))?;
+                    let mut argv = vec![
+                        bin.display().to_string(),
+                        s("--port"),
+                        s("{port}"),
+                        s("--bind"),
+                        s("127.0.0.1"),
+                        s("--save"),
+                        s(""),
+                        s("--appendonly"),
+                        s("no"),
+                        s("--maxmemory"),
+                        format!("{mb}mb"),
+                        s("--maxmemory-policy"),
+                        s("allkeys-lru"),
+                    ];
+                    // Redis executes commands on one thread; with more server CPUs,
+                    // give it I/O threads so it may use them too.
+                    if a.server_cpus.len() > 1 {
+                        argv.extend([s("--io-threads"), threads.clone()]);
+                    }
+                    Ok(Target {
+                        name: s(name),
+                        protocol: Protocol::Redis,
+                        argv,
+                        is_cache: true,
+                        single_key_only: false,
+                    })
+                }
+                "null" => {
+                    let cc = a.corecache_bin.display().to_string();
+                    let argv: Vec<String> = a
+                        .null_cmd
+                        .split_whitespace()
+                        .map(|w| {
+                            w.replace("{corecache}", &cc)
+                                .replace("{threads}", &threads)
+                                .replace("{cpu}", &a.server_cpus[0].to_string())
+                        })
+                        .collect();
+                    let prog = argv.first().ok_or("skipping null: empty --null-cmd")?;
+                    let bin = find_binary(Path::new(prog))
+                        .ok_or_else(|| missing(name, Path::new(prog), " (see --null-cmd)"))?;
+                    let mut argv = argv.clone();
+                    argv[0] = bin.display().to_string();
+                    Ok(Target {
+                        name: s(name),
+                        protocol: Protocol::Memcached,
+                        argv,
+                        is_cache: false,
+                        single_key_only: false,
+                    })
+                }
+                "uring-null" => {
+                    let p = a
+                        .uring_null_bin
+                        .as_ref()
+                        .ok_or("skipping uring-null: no --uring-null-bin given")?;
+                    let bin = find_binary(p).ok_or_else(|| missing(name, p, ""))?;
+                    Ok(Target {
+                        name: s(name),
+                        protocol: Protocol::Memcached,
+                        argv: vec![bin.display().to_string(), s("{port}"), a.server_cpus[0].to_string()],
+                        is_cache: false,
+                        single_key_only: true,
+                    })
+                }
+                other => Err(format!(
+                    "skipping {other}: unknown target (corecache, memcached, redis, null, uring-null)"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// A started server; killed on drop.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(t: &Target, port: u16, cpus: &[usize], log: &Path) -> Result<Server, String> {
+        let argv: Vec<String> = t
+            .argv
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
+        let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err);
+        let cpus = cpus.to_vec();
+        // SAFETY: only async-signal-safe calls (sched_setaffinity) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for &c in &cpus {
+                    libc::CPU_SET(c, &mut set);
+                }
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("{}: start {}: {e}", t.name, argv[0]))?;
+        let mut server = Server { child };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "{} exited at start ({status}); see {}: {}",
+                    t.name,
+                    log.display(),
+                    argv.join(" ")
+                ));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not listen on {addr} within 10 s; see {}",
+                    t.name,
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(a: CompareArgs) -> Result<(), String> {
+    let mut workloads = Vec::new();
+    for w in &a.workloads {
+        workloads.push(a.workload.apply(Workload::profile(w)?));
+    }
+    let overlap: Vec<_> = a
+        .server_cpus
+        .iter()
+        .filter(|c| a.load.client_cpus.contains(c))
+        .collect();
+    if !overlap.is_empty() {
+        eprintln!("warning: server and client CPUs overlap ({overlap:?}): load and server compete");
+    }
+    fs::create_dir_all(a.out.join("logs")).map_err(|e| format!("{}: {e}", a.out.display()))?;
+
+    let mut runnable = Vec::new();
+    for t in targets(&a) {
+        match t {
+            Ok(t) => runnable.push(t),
+            Err(msg) => eprintln!("{msg}"),
+        }
+    }
+    if runnable.is_empty() {
+        return Err("no target to run".into());
+    }
+    let total = (runnable.len() * workloads.len() * a.pipelines.len()) as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+
+    let mut results: Vec<RunResult> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut port = a.base_port;
+    for t in &runnable {
+        for wl in &workloads {
+            if t.single_key_only && wl.multiget > 1 {
+                bar.println(format!(
+                    "skipping {} / {}: {} answers single-key gets only",
+                    t.name, wl.name, t.name
+                ));
+                bar.inc(a.pipelines.len() as u64);
+                continue;
+            }
+            // A port some other process listens on would have us measure that
+            // process (our server fails to bind while the readiness check connects).
+            port = next_free_port(port.wrapping_add(1));
+            bar.set_message(format!("{} / {}: starting", t.name, wl.name));
+            let log = a
+                .out
+                .join("logs")
+                .join(format!("{}-{}.log", t.name, wl.name));
+            let server = match Server::start(t, port, &a.server_cpus, &log) {
+                Ok(s) => s,
+                Err(e) => {
+                    bar.println(format!("error: {e}"));
+                    problems.push(e);
+                    bar.inc(a.pipelines.len() as u64);
+                    continue;
+                }
+            };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let (probe, prefill_errors) = if t.is_cache {
+                let probe = match client::probe(addr, t.protocol) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => {
+                        bar.println(format!("warning: {}: {e}", t.name));
+                        problems.push(format!("{} / {}: {e}", t.name, wl.name));
+                        format!("FAILED: {e}")
+                    }
+                };
+                bar.set_message(format!("{} / {}: prefill", t.name, wl.name));
+                let pre = match client::prefill(addr, t.protocol, wl) {
+                    Ok(p) => p.errors,
+                    Err(e) => {
+                        bar.println(format!("warning: {} prefill: {e}", t.name));
+                        problems.push(format!("{} / {} prefill: {e}", t.name, wl.name));
+                        wl.prefill_keys() // count every key as not stored
+                    }
+                };
+                (probe, pre)
+            } else {
+                ("skipped (null server)".to_string(), 0)
+            };
+            for &p in &a.pipelines {
+                bar.set_message(format!("{} / {} / pipeline {p}", t.name, wl.name));
+                match measure(
+                    &t.name,
+                    t.protocol,
+                    addr,
+                    wl,
+                    p,
+                    &a.load,
+                    Some(server.pid()),
+                ) {
+                    Ok(mut r) => {
+                        r.probe = probe.clone();
+                        r.prefill_errors = prefill_errors;
+                        let bad = r.errors + r.key_mismatches + r.conn_errors;
+                        if bad > 0 {
+                            problems.push(format!(
+                                "{} / {} / pipeline {p}: {} error replies, {} key mismatches, {} connection errors",
+                                t.name, wl.name, r.errors, r.key_mismatches, r.conn_errors
+                            ));
+                        }
+                        results.push(r);
+                    }
+                    Err(e) => {
+                        bar.println(format!("error: {e}"));
+                        problems.push(e);
+                    }
+                }
+                bar.inc(1);
+            }
+            drop(server);
+        }
+    }
+    bar.finish_with_message("done");
+
+    let header = format!(
+        "Servers pinned to CPUs {:?} ({} threads each), -m {} MB, persistence off; load on CPUs {:?}; \
+         {} s measured after {} s warm-up, {} loop. Kernel {}. Latency in microseconds{}.",
+        a.server_cpus,
+        a.server_cpus.len(),
+        a.memory_mb,
+        a.load.client_cpus,
+        a.load.duration,
+        a.load.warmup,
+        a.load.mode(),
+        kernel(),
+        if a.load.rate.is_some() {
+            ", from scheduled send time (coordinated omission corrected)"
+        } else {
+            ", from actual send time"
+        }
+    );
+    let md = report::markdown(&results, &header);
+    let (thr_svg, lat_svg) = report::charts(&results);
+    let json = serde_json::json!({
+        "setup": {
+            "server_cpus": a.server_cpus,
+            "client_cpus": a.load.client_cpus,
+            "memory_mb": a.memory_mb,
+            "duration_s": a.load.duration,
+            "warmup_s": a.load.warmup,
+            "mode": a.load.mode(),
+            "kernel": kernel(),
+            "workloads": workloads,
+        },
+        "results": results,
+        "problems": problems,
+    });
+    let write = |name: &str, body: &str| -> Result<(), String> {
+        let p = a.out.join(name);
+        fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("results.md", &md)?;
+    write(
+        "results.json",
+        &serde_json::to_string_pretty(&json).unwrap(),
+    )?;
+    write("throughput.svg", &thr_svg)?;
+    write("latency.svg", &lat_svg)?;
+    println!("{md}");
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    println!(
+        "wrote {}/results.md, results.json, throughput.svg, latency.svg",
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// The first port from `from` upward that nothing listens on at 127.0.0.1.
+fn next_free_port(from: u16) -> u16 {
+    (from..u16::MAX)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .unwrap_or(from)
+}
+
+fn kernel() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
