@@ -524,6 +524,12 @@ impl Client {
         std::mem::take(&mut self.buf)
     }
 
+    /// A second handle on the socket, e.g. to write from another thread while this
+    /// one reads (big pipelines would otherwise fill both socket buffers).
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone socket")
+    }
+
     pub fn shutdown_write(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
