@@ -86,10 +86,7 @@ fn stats_has_the_usual_fields() {
     }
     for (name, v) in &st {
         if name != "version" && name != "libevent" && !name.starts_with("rusage") {
-            assert!(
-                v.parse::<f64>().is_ok(),
-                "stat {name} is not a number: {v}"
-            );
+            assert!(v.parse::<f64>().is_ok(), "stat {name} is not a number: {v}");
         }
     }
     assert_eq!(st["pid"], s.pid().to_string());
@@ -106,9 +103,8 @@ fn stats_counters_move() {
     let s = Server::start(&[]);
     let mut c = s.client();
     let before = c.stats("");
-    let n = |m: &std::collections::HashMap<String, String>, k: &str| -> u64 {
-        m[k].parse().unwrap()
-    };
+    let n =
+        |m: &std::collections::HashMap<String, String>, k: &str| -> u64 { m[k].parse().unwrap() };
     c.set("a", b"1");
     c.set("b", b"2");
     c.set("a", b"3");
@@ -213,10 +209,15 @@ fn stats_cachedump() {
         if line == "END" {
             break;
         }
-        let rest = line.strip_prefix("ITEM ").unwrap_or_else(|| panic!("{line}"));
+        let rest = line
+            .strip_prefix("ITEM ")
+            .unwrap_or_else(|| panic!("{line}"));
         let (key, meta) = rest.split_once(' ').unwrap();
         assert!(key.starts_with('k'), "{line}");
-        assert!(meta.starts_with('[') && meta.ends_with(" s]") && meta.contains(" b; "), "{line}");
+        assert!(
+            meta.starts_with('[') && meta.ends_with(" s]") && meta.contains(" b; "),
+            "{line}"
+        );
     }
 }
 

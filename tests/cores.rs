@@ -108,7 +108,10 @@ fn incr_delete_cas_consistent_across_ports() {
         for round in 0..10 {
             for c in clients.iter_mut() {
                 expect += round + 1;
-                c.expect(format!("incr {key} {}\r\n", round + 1), format!("{expect}\r\n"));
+                c.expect(
+                    format!("incr {key} {}\r\n", round + 1),
+                    format!("{expect}\r\n"),
+                );
             }
         }
         for c in clients.iter_mut() {
@@ -125,7 +128,10 @@ fn incr_delete_cas_consistent_across_ports() {
         clients[last].expect(format!("cas {key} 0 0 1 {cas}\r\nx\r\n"), "STORED\r\n");
         clients[0].expect(format!("cas {key} 0 0 1 {cas}\r\ny\r\n"), "EXISTS\r\n");
         for c in clients.iter_mut() {
-            c.expect(format!("get {key}\r\n"), format!("VALUE {key} 0 1\r\nx\r\nEND\r\n"));
+            c.expect(
+                format!("get {key}\r\n"),
+                format!("VALUE {key} 0 1\r\nx\r\nEND\r\n"),
+            );
         }
         // delete through one port: gone through all of them.
         clients[0].expect(format!("delete {key}\r\n"), "DELETED\r\n");
@@ -194,6 +200,9 @@ fn flush_all_through_one_core_flushes_every_core() {
     c.expect("flush_all\r\n", "OK\r\n");
     for port in all_ports(&s) {
         let mut c = Client::connect(port);
-        c.expect(format!("get {} {}\r\n", a.join(" "), b.join(" ")), "END\r\n");
+        c.expect(
+            format!("get {} {}\r\n", a.join(" "), b.join(" ")),
+            "END\r\n",
+        );
     }
 }

@@ -66,7 +66,10 @@ fn bad_numbers_in_storage_commands() {
         c.expect(cmd, "CLIENT_ERROR bad command line format\r\nERROR\r\n");
     }
     // Negative length: just the CLIENT_ERROR (nothing else was sent).
-    c.expect("set c 0 0 -1\r\n", "CLIENT_ERROR bad command line format\r\n");
+    c.expect(
+        "set c 0 0 -1\r\n",
+        "CLIENT_ERROR bad command line format\r\n",
+    );
     c.expect("get c\r\n", "END\r\n");
 }
 
@@ -208,7 +211,10 @@ fn flush_all_bad_argument() {
     let s = Server::start(&[]);
     let mut c = s.client();
     c.set("k", b"v");
-    c.expect("flush_all abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+    c.expect(
+        "flush_all abc\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    );
     c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
 }
 

@@ -18,7 +18,10 @@ fn relative_ttl_expires() {
     c.expect("get short\r\n", "VALUE short 0 1\r\nv\r\nEND\r\n");
     sleep_s(2.5);
     c.expect("get short\r\n", "END\r\n");
-    c.expect("get long never\r\n", "VALUE long 0 1\r\nv\r\nVALUE never 0 1\r\nv\r\nEND\r\n");
+    c.expect(
+        "get long never\r\n",
+        "VALUE long 0 1\r\nv\r\nVALUE never 0 1\r\nv\r\nEND\r\n",
+    );
     // An expired item is gone for add/replace/incr/touch too.
     c.set_full("short", 0, 2, b"5");
     sleep_s(2.5);
@@ -50,10 +53,7 @@ fn absolute_exptime() {
     let mut c = s.client();
     let now = unix_now();
     // Over 30 days (2592000 s) means an absolute unix time.
-    c.expect(
-        format!("set past 0 {} 1\r\nx\r\n", now - 100),
-        "STORED\r\n",
-    );
+    c.expect(format!("set past 0 {} 1\r\nx\r\n", now - 100), "STORED\r\n");
     c.expect("get past\r\n", "END\r\n");
     c.expect(
         format!("set future 0 {} 1\r\nx\r\n", now + 100),

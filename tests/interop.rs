@@ -83,7 +83,15 @@ fn memccapable_ascii() {
     };
     let s = Server::start(&[]);
     let (ok, out) = run_with_timeout(
-        Command::new(&tool).args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-a", "-t", "5"]),
+        Command::new(&tool).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.port.to_string(),
+            "-a",
+            "-t",
+            "5",
+        ]),
         Duration::from_secs(60),
     );
     println!("{out}");

@@ -21,7 +21,9 @@ fn five_thousand_sets_and_gets_in_one_write() {
     for i in 0..n {
         let v = format!("value-{i}");
         req.extend_from_slice(format!("get key{i}\r\n").as_bytes());
-        want.extend_from_slice(format!("VALUE key{i} {i} {}\r\n{v}\r\nEND\r\n", v.len()).as_bytes());
+        want.extend_from_slice(
+            format!("VALUE key{i} {i} {}\r\n{v}\r\nEND\r\n", v.len()).as_bytes(),
+        );
     }
     // Write from another thread: a server that answers while we are still writing must
     // not deadlock the test on full socket buffers.
@@ -120,7 +122,10 @@ fn many_connections_interleaved() {
     let s = Server::start(&[]);
     let mut clients: Vec<Client> = (0..50).map(|_| s.client()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
-        c.send(format!("set c{i} 0 0 {}\r\nconn{i}\r\n", format!("conn{i}").len()));
+        c.send(format!(
+            "set c{i} 0 0 {}\r\nconn{i}\r\n",
+            format!("conn{i}").len()
+        ));
     }
     for c in clients.iter_mut() {
         c.expect_reply("STORED\r\n");

@@ -31,7 +31,10 @@ fn multi_get_returns_hits_in_request_order() {
     for &i in &order {
         cmd.push_str(&format!(" k{i}"));
         if i % 3 != 0 {
-            want.push_str(&format!("VALUE k{i} {i} {}\r\nv{i}\r\n", format!("v{i}").len()));
+            want.push_str(&format!(
+                "VALUE k{i} {i} {}\r\nv{i}\r\n",
+                format!("v{i}").len()
+            ));
         }
     }
     cmd.push_str("\r\n");
@@ -115,7 +118,10 @@ fn gat_and_gats() {
     c.set_full("k", 3, 0, b"val");
     c.set("j", b"x");
     c.expect("gat 100 k\r\n", "VALUE k 3 3\r\nval\r\nEND\r\n");
-    c.expect("gat 100 k missing j\r\n", "VALUE k 3 3\r\nval\r\nVALUE j 0 1\r\nx\r\nEND\r\n");
+    c.expect(
+        "gat 100 k missing j\r\n",
+        "VALUE k 3 3\r\nval\r\nVALUE j 0 1\r\nx\r\nEND\r\n",
+    );
     let cas = c.gets("k").unwrap().1;
     c.expect(
         "gats 0 k\r\n",
@@ -139,7 +145,10 @@ fn touch_replies() {
     c.set("k", b"v");
     c.expect("touch k 10\r\n", "TOUCHED\r\n");
     c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
-    c.expect("touch k abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+    c.expect(
+        "touch k abc\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    );
     c.send("touch k 20 noreply\r\n");
     c.send("touch missing 20 noreply\r\n");
     c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
@@ -204,7 +213,10 @@ fn incr_wraps_at_2_pow_64() {
     c.set("n", b"18446744073709551610");
     c.expect("incr n 10\r\n", "4\r\n");
     c.set("n", b"0");
-    c.expect("incr n 18446744073709551615\r\n", "18446744073709551615\r\n");
+    c.expect(
+        "incr n 18446744073709551615\r\n",
+        "18446744073709551615\r\n",
+    );
     c.expect("decr n 18446744073709551615\r\n", "0\r\n");
 }
 

@@ -142,7 +142,10 @@ fn cas_value_changes_on_every_store_but_not_on_touch() {
         let reply = c.read_line();
         assert!(reply == "STORED" || reply == "4", "{cmd:?} -> {reply}");
         let cas = gets_cas(&mut c, "k");
-        assert!(!seen.contains(&cas), "cas {cas} reused after {cmd:?}; seen {seen:?}");
+        assert!(
+            !seen.contains(&cas),
+            "cas {cas} reused after {cmd:?}; seen {seen:?}"
+        );
         seen.push(cas);
     }
     c.expect("decr k 1\r\n", "3\r\n");
@@ -194,7 +197,11 @@ fn many_keys_and_sizes() {
     }
     for i in (0..200usize).rev() {
         let v = vec![b'a' + (i % 26) as u8; i * 37];
-        assert_eq!(c.get(&format!("key:{i}")).as_deref(), Some(&v[..]), "key:{i}");
+        assert_eq!(
+            c.get(&format!("key:{i}")).as_deref(),
+            Some(&v[..]),
+            "key:{i}"
+        );
     }
 }
 

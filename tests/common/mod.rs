@@ -44,7 +44,10 @@ pub fn is_memcached() -> bool {
 /// so the caller can `return` early.
 pub fn skip_unless_corecache(what: &str) -> bool {
     if is_memcached() {
-        println!("SKIPPED (corecache-only: {what}); server under test is {}", server_path());
+        println!(
+            "SKIPPED (corecache-only: {what}); server under test is {}",
+            server_path()
+        );
         true
     } else {
         false
@@ -116,7 +119,8 @@ impl ServerBuilder {
     /// Flags passed only when the server is memcached (e.g. `-o slab_chunk_max=1024`,
     /// which memcached 1.6.18 needs before it accepts `-I 2k`).
     pub fn memcached_args(mut self, args: &[&str]) -> Self {
-        self.memcached_args.extend(args.iter().map(|s| s.to_string()));
+        self.memcached_args
+            .extend(args.iter().map(|s| s.to_string()));
         self
     }
 
@@ -173,8 +177,14 @@ impl ServerBuilder {
             .map_err(|e| format!("spawn {path}: {e}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
         for out in [
-            child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
-            child.stderr.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -279,7 +289,9 @@ impl Server {
 
     /// The exit status if the process has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Wait up to `timeout` for the process to exit on its own.
@@ -452,7 +464,9 @@ impl Client {
             let n = self.buf.len().min(reply.len());
             if self.buf[..n] != reply[..n] {
                 // Wrong already: collect a little more for the message, then fail.
-                let _ = self.stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = self
+                    .stream
+                    .set_read_timeout(Some(Duration::from_millis(200)));
                 let _ = self.fill();
                 panic!(
                     "port {}: after sending {}\n  expected: {}\n  got:      {}",
