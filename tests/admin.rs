@@ -137,10 +137,25 @@ fn stats_counters_move() {
     assert_eq!(c.stat("get_hits"), 0);
 }
 
+/// Poll a stat until it equals `want` (connection open/close is seen asynchronously).
+fn wait_for_stat(c: &mut Client, name: &str, want: u64) {
+    let mut got = 0;
+    for _ in 0..100 {
+        got = c.stat(name);
+        if got == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("stat {name} is {got}, expected {want}");
+}
+
 #[test]
 fn stats_counts_connections() {
     let s = Server::start(&[]);
     let mut c = s.client();
+    // Let the server notice the start-up probe connection going away.
+    std::thread::sleep(Duration::from_millis(200));
     let cur0 = c.stat("curr_connections");
     let tot0 = c.stat("total_connections");
     let extra: Vec<Client> = (0..3)
@@ -150,19 +165,10 @@ fn stats_counts_connections() {
             e
         })
         .collect();
-    assert_eq!(c.stat("curr_connections"), cur0 + 3);
+    wait_for_stat(&mut c, "curr_connections", cur0 + 3);
     assert!(c.stat("total_connections") >= tot0 + 3);
     drop(extra);
-    // Closing is noticed asynchronously.
-    let mut cur = 0;
-    for _ in 0..50 {
-        cur = c.stat("curr_connections");
-        if cur == cur0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(cur, cur0);
+    wait_for_stat(&mut c, "curr_connections", cur0);
 }
 
 #[test]
