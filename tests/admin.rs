@@ -1,0 +1,290 @@
+//! Administrative commands and server flags: version, verbosity, quit, stats,
+//! stats settings, cachedump, cache_memlimit, shutdown (-A), -C, -F.
+//! Every expected reply here was checked against memcached 1.6.18.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn version_command() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.send("version\r\n");
+    let line = c.read_line();
+    let v = line.strip_prefix("VERSION ").expect("VERSION <v>");
+    assert!(!v.is_empty() && !v.contains(' '), "{line:?}");
+    assert_eq!(c.stats("")["version"], v);
+}
+
+#[test]
+fn verbosity_command() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("verbosity 1\r\n", "OK\r\n");
+    c.expect("verbosity 0\r\n", "OK\r\n");
+    c.expect("verbosity\r\n", "ERROR\r\n");
+    c.expect("verbosity 1 2 3\r\n", "ERROR\r\n");
+    c.send("verbosity 1 noreply\r\n");
+    c.expect_version();
+}
+
+#[test]
+fn quit_closes_connection() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("quit\r\n", "");
+    c.expect_closed();
+    // Commands before quit are answered; the ones after it are not.
+    let mut c = s.client();
+    c.send("set k 0 0 1\r\nx\r\nget k\r\nquit\r\nget k\r\n");
+    c.expect_reply("STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
+    c.expect_closed();
+    s.client().expect_version();
+}
+
+#[test]
+fn stats_has_the_usual_fields() {
+    let s = Server::start(&["-m", "32", "-t", "2"]);
+    let mut c = s.client();
+    let st = c.stats("");
+    for name in [
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "curr_connections",
+        "total_connections",
+        "rejected_connections",
+        "cmd_get",
+        "cmd_set",
+        "cmd_flush",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+        "delete_hits",
+        "delete_misses",
+        "incr_hits",
+        "incr_misses",
+        "decr_hits",
+        "decr_misses",
+        "cas_hits",
+        "cas_misses",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "bytes_read",
+        "bytes_written",
+        "curr_items",
+        "total_items",
+        "bytes",
+        "evictions",
+        "limit_maxbytes",
+        "threads",
+    ] {
+        assert!(st.contains_key(name), "stats has no {name}: {st:?}");
+    }
+    for (name, v) in &st {
+        if name != "version" && name != "libevent" && !name.starts_with("rusage") {
+            assert!(v.parse::<f64>().is_ok(), "stat {name} is not a number: {v}");
+        }
+    }
+    assert_eq!(st["pid"], s.pid().to_string());
+    let time: i64 = st["time"].parse().unwrap();
+    assert!((time - unix_now()).abs() <= 2, "stats time {time} is off");
+    assert_eq!(st["limit_maxbytes"], "33554432");
+    assert_eq!(st["threads"], "2");
+    assert_eq!(st["curr_items"], "0");
+    assert_eq!(st["evictions"], "0");
+}
+
+#[test]
+fn stats_counters_move() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let before = c.stats("");
+    let n =
+        |m: &std::collections::HashMap<String, String>, k: &str| -> u64 { m[k].parse().unwrap() };
+    c.set("a", b"1");
+    c.set("b", b"2");
+    c.set("a", b"3");
+    c.expect("get a missing1 missing2\r\n", "VALUE a 0 1\r\n3\r\nEND\r\n");
+    c.expect("get b\r\n", "VALUE b 0 1\r\n2\r\nEND\r\n");
+    c.expect("delete b\r\n", "DELETED\r\n");
+    c.expect("delete b\r\n", "NOT_FOUND\r\n");
+    c.expect("incr a 1\r\n", "4\r\n");
+    c.expect("touch a 0\r\n", "TOUCHED\r\n");
+    let after = c.stats("");
+    // Each key of a multi-get counts as one get.
+    assert_eq!(n(&after, "cmd_get") - n(&before, "cmd_get"), 4);
+    assert_eq!(n(&after, "get_hits") - n(&before, "get_hits"), 2);
+    assert_eq!(n(&after, "get_misses") - n(&before, "get_misses"), 2);
+    assert_eq!(n(&after, "cmd_set") - n(&before, "cmd_set"), 3);
+    assert_eq!(n(&after, "delete_hits") - n(&before, "delete_hits"), 1);
+    assert_eq!(n(&after, "delete_misses") - n(&before, "delete_misses"), 1);
+    assert_eq!(n(&after, "incr_hits") - n(&before, "incr_hits"), 1);
+    assert_eq!(n(&after, "touch_hits") - n(&before, "touch_hits"), 1);
+    assert_eq!(n(&after, "curr_items"), 1);
+    // 3 sets; memcached 1.6.18 does an incr whose result fits in place without a new
+    // item (so 3 there), a server that stores a new item for it would count 4.
+    let total = n(&after, "total_items") - n(&before, "total_items");
+    assert!((3..=4).contains(&total), "total_items grew by {total}");
+    assert!(n(&after, "bytes_read") > n(&before, "bytes_read"));
+    assert!(n(&after, "bytes_written") > n(&before, "bytes_written"));
+    c.expect("flush_all\r\n", "OK\r\n");
+    assert_eq!(c.stat("cmd_flush") - n(&before, "cmd_flush"), 1);
+    c.expect("stats reset\r\n", "RESET\r\n");
+    assert_eq!(c.stat("get_hits"), 0);
+}
+
+/// Poll a stat until it equals `want` (connection open/close is seen asynchronously).
+fn wait_for_stat(c: &mut Client, name: &str, want: u64) {
+    let mut got = 0;
+    for _ in 0..100 {
+        got = c.stat(name);
+        if got == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("stat {name} is {got}, expected {want}");
+}
+
+#[test]
+fn stats_counts_connections() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    // Let the server notice the start-up probe connection going away.
+    std::thread::sleep(Duration::from_millis(200));
+    let cur0 = c.stat("curr_connections");
+    let tot0 = c.stat("total_connections");
+    let extra: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut e = s.client();
+            e.expect_version();
+            e
+        })
+        .collect();
+    wait_for_stat(&mut c, "curr_connections", cur0 + 3);
+    assert!(c.stat("total_connections") >= tot0 + 3);
+    drop(extra);
+    wait_for_stat(&mut c, "curr_connections", cur0);
+}
+
+#[test]
+fn stats_settings_reflect_flags() {
+    let s = Server::start(&["-m", "32", "-c", "100", "-I", "2m"]);
+    let mut c = s.client();
+    let st = c.stats("settings");
+    assert_eq!(st["maxbytes"], "33554432");
+    assert_eq!(st["maxconns"], "100");
+    assert_eq!(st["tcpport"], s.port.to_string());
+    assert_eq!(st["item_size_max"], "2097152");
+    // Defaults.
+    let s = Server::start(&[]);
+    let st = s.client().stats("settings");
+    assert_eq!(st["maxbytes"], "67108864");
+    assert_eq!(st["maxconns"], "1024");
+    assert_eq!(st["item_size_max"], "1048576");
+    assert_eq!(st["cas_enabled"], "yes");
+    assert_eq!(st["flush_enabled"], "yes");
+}
+
+#[test]
+fn stats_subcommand_errors() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("stats nonsense\r\n", "ERROR\r\n");
+    c.expect("stats cachedump\r\n", "CLIENT_ERROR bad command line\r\n");
+    c.expect_version();
+}
+
+#[test]
+fn stats_cachedump() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("stats cachedump 1 0\r\n", "END\r\n");
+    for i in 0..20 {
+        c.set(&format!("k{i}"), b"v");
+    }
+    // memcached 1.6.18 dumps only the COLD LRU, so freshly set items may not be listed:
+    // either `ITEM <key> [<bytes> b; <exptime> s]` lines or just END.
+    c.send("stats cachedump 1 0\r\n");
+    loop {
+        let line = c.read_line();
+        if line == "END" {
+            break;
+        }
+        let rest = line
+            .strip_prefix("ITEM ")
+            .unwrap_or_else(|| panic!("{line}"));
+        let (key, meta) = rest.split_once(' ').unwrap();
+        assert!(key.starts_with('k'), "{line}");
+        assert!(
+            meta.starts_with('[') && meta.ends_with(" s]") && meta.contains(" b; "),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn cache_memlimit() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("cache_memlimit 100\r\n", "OK\r\n");
+    // memcached 1.6.18 reports the new limit in stats (stats settings keeps the -m value).
+    assert_eq!(c.stats("")["limit_maxbytes"], "104857600");
+    c.send("cache_memlimit 128 noreply\r\n");
+    c.expect_version();
+    assert_eq!(c.stats("")["limit_maxbytes"], "134217728");
+}
+
+#[test]
+fn shutdown_not_enabled_without_a() {
+    let mut s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("shutdown\r\n", "ERROR: shutdown not enabled\r\n");
+    c.expect("shutdown graceful\r\n", "ERROR: shutdown not enabled\r\n");
+    c.expect_version();
+    assert!(s.try_wait().is_none(), "server exited");
+}
+
+#[test]
+fn shutdown_with_a_exits() {
+    let mut s = Server::start(&["-A"]);
+    let mut c = s.client();
+    c.set("k", b"v");
+    c.expect("shutdown\r\n", "");
+    c.expect_closed();
+    let status = s
+        .wait_exit(Duration::from_secs(5))
+        .expect("server still running 5 s after shutdown");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn cas_disabled_with_big_c() {
+    let s = Server::start(&["-C"]);
+    let mut c = s.client();
+    c.set("k", b"v");
+    c.expect("gets k\r\n", "VALUE k 0 1 0\r\nv\r\nEND\r\n");
+    // memcached 1.6.18 with -C: every cas on an existing item is EXISTS, even with the
+    // cas 0 that gets showed; on a missing item it is NOT_FOUND.
+    c.expect("cas k 0 0 1 0\r\nx\r\n", "EXISTS\r\n");
+    c.expect("cas k 0 0 1 5\r\nx\r\n", "EXISTS\r\n");
+    c.expect("cas missing 0 0 1 0\r\nx\r\n", "NOT_FOUND\r\n");
+    c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
+    assert_eq!(c.stats("settings")["cas_enabled"], "no");
+}
+
+#[test]
+fn flush_disabled_with_big_f() {
+    let s = Server::start(&["-F"]);
+    let mut c = s.client();
+    c.set("k", b"v");
+    c.expect("flush_all\r\n", "CLIENT_ERROR flush_all not allowed\r\n");
+    c.expect("flush_all 2\r\n", "CLIENT_ERROR flush_all not allowed\r\n");
+    c.send("flush_all noreply\r\n");
+    c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
+    assert_eq!(c.stats("settings")["flush_enabled"], "no");
+}

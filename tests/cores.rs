@@ -1,0 +1,208 @@
+//! corecache-only: thread-per-core routing. With `-t 2 --core-ports BASE`, core i also
+//! listens on BASE+i; any key must be readable and writable through any port (requests
+//! for keys another core owns are forwarded), with replies in request order.
+//! These tests skip themselves when the server under test is memcached.
+
+mod common;
+use common::*;
+use corecache::keyhash::{key_hash, owner};
+
+const CORES: usize = 2;
+
+fn start() -> Option<Server> {
+    if skip_unless_corecache("--core-ports / cross-core routing") {
+        return None;
+    }
+    let s = Server::builder()
+        .args(&["-t", &CORES.to_string()])
+        .core_ports(CORES)
+        .start();
+    assert_eq!(s.core_ports.len(), CORES);
+    Some(s)
+}
+
+/// Keys whose documented owner is `core`.
+fn keys_owned_by(core: usize, n: usize, prefix: &str) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| owner(key_hash(k.as_bytes()), CORES) == core)
+        .take(n)
+        .collect()
+}
+
+/// Every port: the shared one first, then each core's own.
+fn all_ports(s: &Server) -> Vec<u16> {
+    let mut p = vec![s.port];
+    p.extend(s.core_ports.iter().copied());
+    p
+}
+
+#[test]
+fn key_set_on_one_port_is_read_on_every_port() {
+    let Some(s) = start() else { return };
+    let ports = all_ports(&s);
+    for core in 0..CORES {
+        for (w, &wport) in ports.iter().enumerate() {
+            let keys = keys_owned_by(core, 5, &format!("o{core}w{w}-"));
+            let mut writer = Client::connect(wport);
+            for k in &keys {
+                writer.set_full(k, 7, 0, format!("val-{k}").as_bytes());
+            }
+            for &rport in &ports {
+                let mut reader = Client::connect(rport);
+                for k in &keys {
+                    let v = format!("val-{k}");
+                    reader.expect(
+                        format!("get {k}\r\n"),
+                        format!("VALUE {k} 7 {}\r\n{v}\r\nEND\r\n", v.len()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn multi_get_of_50_keys_on_each_port_is_in_request_order() {
+    let Some(s) = start() else { return };
+    // Interleave owners so the get must be split across cores and merged back.
+    let a = keys_owned_by(0, 25, "mg-");
+    let b = keys_owned_by(1, 25, "mg-");
+    let keys: Vec<String> = a.into_iter().zip(b).flat_map(|(x, y)| [x, y]).collect();
+    let mut c = s.client();
+    for k in &keys {
+        c.set(k, k.as_bytes());
+    }
+    for port in all_ports(&s) {
+        let mut c = Client::connect(port);
+        for order in [keys.clone(), keys.iter().rev().cloned().collect()] {
+            let mut want = String::new();
+            for k in &order {
+                want.push_str(&format!("VALUE {k} 0 {}\r\n{k}\r\n", k.len()));
+            }
+            want.push_str("END\r\n");
+            c.expect(format!("get {}\r\n", order.join(" ")), &want);
+            // With misses mixed in.
+            let mut with_misses = String::from("get");
+            let mut want = String::new();
+            for k in &order {
+                with_misses.push_str(&format!(" nope-{k} {k}"));
+                want.push_str(&format!("VALUE {k} 0 {}\r\n{k}\r\n", k.len()));
+            }
+            want.push_str("END\r\n");
+            c.expect(format!("{with_misses}\r\n"), &want);
+        }
+    }
+}
+
+#[test]
+fn incr_delete_cas_consistent_across_ports() {
+    let Some(s) = start() else { return };
+    let ports = all_ports(&s);
+    let mut clients: Vec<Client> = ports.iter().map(|&p| Client::connect(p)).collect();
+    for core in 0..CORES {
+        let key = &keys_owned_by(core, 1, "ctr-")[0];
+        clients[0].set(key, b"0");
+        // Every port increments the same counter in turn.
+        let mut expect = 0u64;
+        for round in 0..10 {
+            for c in clients.iter_mut() {
+                expect += round + 1;
+                c.expect(
+                    format!("incr {key} {}\r\n", round + 1),
+                    format!("{expect}\r\n"),
+                );
+            }
+        }
+        for c in clients.iter_mut() {
+            c.expect(format!("decr {key} 1\r\n"), format!("{}\r\n", expect - 1));
+            expect -= 1;
+        }
+        // cas: a cas read through one port is valid through another, once.
+        let (_, cas) = clients[1].gets(key).unwrap();
+        for c in clients.iter_mut() {
+            let (_, seen) = c.gets(key).unwrap();
+            assert_eq!(seen, cas, "ports disagree on the cas of {key}");
+        }
+        let last = clients.len() - 1;
+        clients[last].expect(format!("cas {key} 0 0 1 {cas}\r\nx\r\n"), "STORED\r\n");
+        clients[0].expect(format!("cas {key} 0 0 1 {cas}\r\ny\r\n"), "EXISTS\r\n");
+        for c in clients.iter_mut() {
+            c.expect(
+                format!("get {key}\r\n"),
+                format!("VALUE {key} 0 1\r\nx\r\nEND\r\n"),
+            );
+        }
+        // delete through one port: gone through all of them.
+        clients[0].expect(format!("delete {key}\r\n"), "DELETED\r\n");
+        for c in clients.iter_mut() {
+            c.expect(format!("get {key}\r\n"), "END\r\n");
+            c.expect(format!("delete {key}\r\n"), "NOT_FOUND\r\n");
+            c.expect(format!("incr {key} 1\r\n"), "NOT_FOUND\r\n");
+        }
+        // add races: exactly one port wins.
+        let mut stored = 0;
+        for c in clients.iter_mut() {
+            c.send(format!("add {key} 0 0 1\r\na\r\n"));
+            match c.read_line().as_str() {
+                "STORED" => stored += 1,
+                "NOT_STORED" => {}
+                other => panic!("add -> {other}"),
+            }
+        }
+        assert_eq!(stored, 1);
+    }
+}
+
+#[test]
+fn pipelined_mixed_owners_reply_in_order() {
+    let Some(s) = start() else { return };
+    let a = keys_owned_by(0, 200, "pl-");
+    let b = keys_owned_by(1, 200, "pl-");
+    for port in all_ports(&s) {
+        let mut c = Client::connect(port);
+        let mut req = String::new();
+        let mut want = String::new();
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            req.push_str(&format!("set {x} 0 0 1\r\n{}\r\n", i % 10));
+            want.push_str("STORED\r\n");
+            req.push_str(&format!("set {y} 0 0 1 noreply\r\n{}\r\n", (i + 1) % 10));
+            req.push_str(&format!("get {y} {x}\r\n"));
+            want.push_str(&format!(
+                "VALUE {y} 0 1\r\n{}\r\nVALUE {x} 0 1\r\n{}\r\nEND\r\n",
+                (i + 1) % 10,
+                i % 10
+            ));
+            req.push_str(&format!("incr {y} 1\r\n"));
+            want.push_str(&format!("{}\r\n", (i + 1) % 10 + 1));
+            req.push_str(&format!("delete {x}\r\n"));
+            want.push_str("DELETED\r\n");
+        }
+        let mut w = c.try_clone_stream();
+        let t = std::thread::spawn(move || {
+            use std::io::Write;
+            w.write_all(req.as_bytes()).unwrap();
+        });
+        c.expect_reply(&want);
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn flush_all_through_one_core_flushes_every_core() {
+    let Some(s) = start() else { return };
+    let a = keys_owned_by(0, 3, "fl-");
+    let b = keys_owned_by(1, 3, "fl-");
+    let mut c = Client::connect(s.core_ports[1]);
+    for k in a.iter().chain(&b) {
+        c.set(k, b"v");
+    }
+    c.expect("flush_all\r\n", "OK\r\n");
+    for port in all_ports(&s) {
+        let mut c = Client::connect(port);
+        c.expect(
+            format!("get {} {}\r\n", a.join(" "), b.join(" ")),
+            "END\r\n",
+        );
+    }
+}

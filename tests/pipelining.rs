@@ -1,0 +1,151 @@
+//! Pipelining and framing: thousands of commands in one write, requests split across
+//! many small writes, replies strictly in request order.
+//! Every expected reply here was checked against memcached 1.6.18.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn five_thousand_sets_and_gets_in_one_write() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let n = 5000;
+    let mut req = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..n {
+        let v = format!("value-{i}");
+        req.extend_from_slice(format!("set key{i} {i} 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+        want.extend_from_slice(b"STORED\r\n");
+    }
+    for i in 0..n {
+        let v = format!("value-{i}");
+        req.extend_from_slice(format!("get key{i}\r\n").as_bytes());
+        want.extend_from_slice(
+            format!("VALUE key{i} {i} {}\r\n{v}\r\nEND\r\n", v.len()).as_bytes(),
+        );
+    }
+    // Write from another thread: a server that answers while we are still writing must
+    // not deadlock the test on full socket buffers.
+    let mut writer = c.try_clone_stream();
+    let t = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&req).unwrap();
+    });
+    c.expect_reply(&want);
+    t.join().unwrap();
+}
+
+#[test]
+fn mixed_pipeline_replies_in_order() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let mut req = String::new();
+    let mut want = String::new();
+    for i in 0..500 {
+        req.push_str(&format!("add k{i} 0 0 1\r\na\r\n"));
+        want.push_str("STORED\r\n");
+        req.push_str(&format!("add k{i} 0 0 1\r\nb\r\n"));
+        want.push_str("NOT_STORED\r\n");
+        req.push_str(&format!("append k{i} 0 0 1\r\nc\r\n"));
+        want.push_str("STORED\r\n");
+        req.push_str(&format!("get k{i} nope{i}\r\n"));
+        want.push_str(&format!("VALUE k{i} 0 2\r\nac\r\nEND\r\n"));
+        req.push_str(&format!("set n{i} 0 0 1 noreply\r\n{}\r\n", i % 10));
+        req.push_str(&format!("incr n{i} 5\r\n"));
+        want.push_str(&format!("{}\r\n", i % 10 + 5));
+        req.push_str(&format!("delete k{i}\r\n"));
+        want.push_str("DELETED\r\n");
+        req.push_str(&format!("delete k{i}\r\n"));
+        want.push_str("NOT_FOUND\r\n");
+        req.push_str("bogus\r\n");
+        want.push_str("ERROR\r\n");
+    }
+    let mut writer = c.try_clone_stream();
+    let t = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(req.as_bytes()).unwrap();
+    });
+    c.expect_reply(&want);
+    t.join().unwrap();
+}
+
+#[test]
+fn set_sent_byte_by_byte() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let value: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+    let mut req = b"set slow 5 0 100\r\n".to_vec();
+    req.extend_from_slice(&value);
+    req.extend_from_slice(b"\r\nget slow\r\n");
+    for b in &req {
+        c.send([*b]);
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let mut want = b"STORED\r\nVALUE slow 5 100\r\n".to_vec();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\nEND\r\n");
+    c.expect_reply(&want);
+}
+
+#[test]
+fn commands_split_at_every_position() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let req = b"set k 1 0 5\r\nhello\r\nget k\r\n";
+    let want = b"STORED\r\nVALUE k 1 5\r\nhello\r\nEND\r\n";
+    for split in 1..req.len() {
+        c.send(&req[..split]);
+        std::thread::sleep(Duration::from_millis(5));
+        c.send(&req[split..]);
+        c.expect_reply(want);
+    }
+}
+
+#[test]
+fn large_value_in_small_chunks() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let value: Vec<u8> = (0..500_000u32).map(|i| b'0' + (i % 10) as u8).collect();
+    let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
+    req.extend_from_slice(&value);
+    req.extend_from_slice(b"\r\n");
+    for chunk in req.chunks(7919) {
+        c.send(chunk);
+    }
+    c.expect_reply("STORED\r\n");
+    assert_eq!(c.get("big").unwrap(), value);
+}
+
+#[test]
+fn many_connections_interleaved() {
+    let s = Server::start(&[]);
+    let mut clients: Vec<Client> = (0..50).map(|_| s.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!(
+            "set c{i} 0 0 {}\r\nconn{i}\r\n",
+            format!("conn{i}").len()
+        ));
+    }
+    for c in clients.iter_mut() {
+        c.expect_reply("STORED\r\n");
+    }
+    // Each reads every other connection's key.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let j = (i * 7 + 3) % 50;
+        let v = format!("conn{j}");
+        c.expect(
+            format!("get c{j}\r\n"),
+            format!("VALUE c{j} 0 {}\r\n{v}\r\nEND\r\n", v.len()),
+        );
+    }
+}
+
+#[test]
+fn client_half_close_still_gets_replies() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.send("set k 0 0 1\r\nx\r\nget k\r\n");
+    c.shutdown_write();
+    c.expect_reply("STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
+}
