@@ -38,7 +38,6 @@ pub fn owner(hash: u64, cores: usize) -> usize {
 mod tests {
     use super::*;
 
-
     #[test]
     fn key_hash_is_xxh3_with_seed_zero() {
         // Reference values from the XXH3 specification's test vectors.

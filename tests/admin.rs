@@ -84,8 +84,11 @@ fn stats_has_the_usual_fields() {
     ] {
         assert!(st.contains_key(name), "stats has no {name}: {st:?}");
     }
+    // Text-valued fields: memcached's version and libevent; corecache's routing
+    // contract (the names of its key hash and owner function).
+    let text_fields = ["version", "libevent", "key_hash", "core_owner"];
     for (name, v) in &st {
-        if name != "version" && name != "libevent" && !name.starts_with("rusage") {
+        if !text_fields.contains(&name.as_str()) && !name.starts_with("rusage") {
             assert!(v.parse::<f64>().is_ok(), "stat {name} is not a number: {v}");
         }
     }
@@ -93,6 +96,11 @@ fn stats_has_the_usual_fields() {
     let time: i64 = st["time"].parse().unwrap();
     assert!((time - unix_now()).abs() <= 2, "stats time {time} is off");
     assert_eq!(st["limit_maxbytes"], "33554432");
+    if !is_memcached() {
+        assert_eq!(st["key_hash"], "xxh3_64");
+        assert_eq!(st["core_owner"], "jump_consistent_hash");
+        assert!(st["cores"].parse::<u64>().unwrap() >= 1);
+    }
     assert_eq!(st["threads"], "2");
     assert_eq!(st["curr_items"], "0");
     assert_eq!(st["evictions"], "0");

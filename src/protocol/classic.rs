@@ -21,6 +21,14 @@ pub enum Parsed<'a> {
         reply: &'static [u8],
         consumed: usize,
     },
+    /// A value over the item size limit: like [`Parsed::Error`], and a `set`
+    /// also removes the key's old value (`unlink`), as memcached does, so that
+    /// a client never reads the value it failed to replace.
+    TooLarge {
+        reply: &'static [u8],
+        consumed: usize,
+        unlink: Option<&'a [u8]>,
+    },
     /// memcached hangs up: a line too long to be a command.
     Close,
 }
@@ -137,13 +145,15 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
             };
             Request::FlushAll { delay, noreply }
         }
-        b"version" if args.is_empty() => Request::Version,
+        // memcached 1.6 looks only at the command token of `version`.
+        b"version" => Request::Version,
         b"quit" if args.is_empty() => Request::Quit,
         b"verbosity" => {
             let t = Tokens::new(args).rest_vec::<3>();
+            // `verbosity noreply` is a (silent) request for level 0, as in memcached.
+            let noreply = t.last() == Some(&&b"noreply"[..]);
             let (level, noreply) = match t.as_slice() {
-                [l] => (*l, false),
-                [l, n] => (*l, *n == b"noreply"),
+                [l] | [l, _] => (*l, noreply),
                 _ => return error(reply::ERROR),
             };
             // memcached ignores a level it cannot read and answers OK.
@@ -246,9 +256,10 @@ fn parse_store<'a>(
     let length = length as usize;
     let total = line_len + length + 2;
     if length > limits.max_item_size {
-        return Parsed::Error {
+        return Parsed::TooLarge {
             reply: silenced(reply::TOO_LARGE, noreply),
             consumed: total,
+            unlink: (kind == StoreKind::Set).then_some(key),
         };
     }
     if buf.len() < total {
@@ -505,9 +516,23 @@ mod tests {
 
     #[test]
     fn too_large_value_is_swallowed_whole() {
-        let (reply, consumed) = error_reply(b"set a 0 0 2000\r\nxx");
-        assert_eq!(reply, reply::TOO_LARGE);
-        assert_eq!(consumed, b"set a 0 0 2000\r\n".len() + 2002);
+        assert_eq!(
+            one(b"set a 0 0 2000\r\nxx"),
+            Parsed::TooLarge {
+                reply: reply::TOO_LARGE,
+                consumed: b"set a 0 0 2000\r\n".len() + 2002,
+                unlink: Some(b"a"),
+            }
+        );
+        // Only `set` drops the old value; append keeps it.
+        assert_eq!(
+            one(b"append a 0 0 2000 noreply\r\n"),
+            Parsed::TooLarge {
+                reply: b"",
+                consumed: b"append a 0 0 2000 noreply\r\n".len() + 2002,
+                unlink: None,
+            }
+        );
     }
 
     #[test]
@@ -545,6 +570,14 @@ mod tests {
     #[test]
     fn admin_commands() {
         assert_eq!(request(b"version\r\n"), Request::Version);
+        assert_eq!(request(b"version foo bar\r\n"), Request::Version);
+        assert_eq!(
+            request(b"verbosity noreply\r\n"),
+            Request::Verbosity {
+                level: 0,
+                noreply: true
+            }
+        );
         assert_eq!(request(b"quit\r\n"), Request::Quit);
         assert_eq!(
             request(b"flush_all 10 noreply\r\n"),

@@ -364,9 +364,25 @@ impl CoreState {
                 }
                 Parsed::Error { reply, consumed } => {
                     connection.reply_buffer().extend_from_slice(reply);
-                    let available = buf.len() - pos;
-                    if consumed > available {
-                        connection.swallow = consumed - available;
+                    if self.skip(connection, buf.len() - pos, consumed) {
+                        return buf.len();
+                    }
+                    pos += consumed;
+                }
+                Parsed::TooLarge {
+                    reply,
+                    consumed,
+                    unlink,
+                } => {
+                    if let Some(key) = unlink {
+                        let mut raw = b"delete ".to_vec();
+                        raw.extend_from_slice(key);
+                        raw.extend_from_slice(b" noreply\r\n");
+                        let delete = Request::Delete { key, noreply: true };
+                        self.dispatch(connection, token, delete, &raw);
+                    }
+                    connection.reply_buffer().extend_from_slice(reply);
+                    if self.skip(connection, buf.len() - pos, consumed) {
                         return buf.len();
                     }
                     pos += consumed;
@@ -378,6 +394,16 @@ impl CoreState {
             }
         }
         pos
+    }
+
+    /// Skips a bad request of `consumed` bytes when `available` are buffered;
+    /// returns true when it reaches past them (the rest is swallowed on arrival).
+    fn skip(&self, connection: &mut Connection, available: usize, consumed: usize) -> bool {
+        if consumed > available {
+            connection.swallow = consumed - available;
+            return true;
+        }
+        false
     }
 
     fn executor(&mut self) -> Executor<'_> {
