@@ -1,8 +1,8 @@
 //! One shard: the cache state a single core owns.
 //!
-//! A [`Shard`] holds items in an arena of pages ([`slab`]), finds them through a
+//! A [`Shard`] holds items in an arena of pages (`slab.rs`), finds them through a
 //! hash index of chunk ids, expires them through a TTL heap and, when memory is
-//! full, evicts through a per-class policy ([`lru`]). It does no I/O and takes the
+//! full, evicts through a per-class policy (`lru.rs`). It does no I/O and takes the
 //! time as an argument, so every behaviour here is tested without a clock or a
 //! socket.
 //!
@@ -15,7 +15,11 @@
 //! bytes), a TTL heap entry of 8 bytes for items with an expiry (the heap is
 //! compacted when it holds over twice the live items), 4 bytes per free chunk
 //! on free lists, and 16 bytes per page. The header inside the chunk is
-//! [`item::HEADER`] (30) bytes.
+//! `item::HEADER` (30) bytes, drawn in `item.rs`.
+//!
+//! Pages emptied by lowering the limit go to a pool for reuse but stay resident
+//! (giving them back to the kernel needs `madvise(DONTNEED)`, an `unsafe` call not
+//! made yet); the arena's address space is never unmapped.
 //!
 //! # Time and flush_all
 //!
@@ -77,6 +81,12 @@ pub struct ShardConfig {
 impl ShardConfig {
     /// A config with memcached's defaults: 1 MiB pages (larger if an item of
     /// `max_item_size` needs it), growth factor 1.25, 48-byte smallest chunk, CAS on.
+    ///
+    /// `max_item_size` bounds the value alone, so with `-I 1m` passed as 1 MiB the
+    /// largest item (30-byte header + 250-byte key + 1 MiB) needs a page of
+    /// 1 MiB + 280 bytes, and a 4 MiB shard fits 3 pages, not 4. memcached's `-I`
+    /// bounds the whole item; passing `-I` minus [`KEY_MAX`] and the header keeps
+    /// pages at exactly 1 MiB.
     pub fn new(memory_limit: usize, max_item_size: usize) -> Self {
         let largest = slab::round8(item::total_size(KEY_MAX, max_item_size));
         ShardConfig {
