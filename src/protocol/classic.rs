@@ -307,26 +307,23 @@ fn split_command(line: &[u8]) -> (&[u8], &[u8]) {
 
 /// Space-separated tokens; empty tokens (runs of spaces) are skipped, as
 /// memcached's tokenizer does.
-struct Tokens<'a>(
-    std::iter::Filter<std::slice::Split<'a, u8, fn(&u8) -> bool>, fn(&&[u8]) -> bool>,
-);
+struct Tokens<'a>(&'a [u8]);
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.0.iter().position(|&b| b != b' ')?;
+        let rest = &self.0[start..];
+        let end = memchr(b' ', rest).unwrap_or(rest.len());
+        self.0 = &rest[end..];
+        Some(&rest[..end])
+    }
+}
 
 impl<'a> Tokens<'a> {
     fn new(s: &'a [u8]) -> Self {
-        fn is_space(b: &u8) -> bool {
-            *b == b' '
-        }
-        fn non_empty(t: &&[u8]) -> bool {
-            !t.is_empty()
-        }
-        Tokens(
-            s.split(is_space as fn(&u8) -> bool)
-                .filter(non_empty as fn(&&[u8]) -> bool),
-        )
-    }
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        self.0.next()
+        Tokens(s)
     }
 
     /// The remaining tokens, at most `N` (one more than any command accepts, so
@@ -336,7 +333,7 @@ impl<'a> Tokens<'a> {
             items: [&[][..]; N],
             len: 0,
         };
-        for t in self.0 {
+        for t in self {
             if v.len == N {
                 break;
             }

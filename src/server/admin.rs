@@ -188,7 +188,7 @@ fn slab_stats(slabs: &[SlabClassStats], out: &mut Vec<u8>) {
     );
     let malloced: u64 = slabs
         .iter()
-        .map(|c| (c.total_pages * c.chunks_per_page * c.chunk_size) as u64)
+        .map(|c| c.total_pages * c.chunks_per_page * c.chunk_size)
         .sum();
     reply::push_stat(out, "total_malloced", malloced);
 }
