@@ -263,6 +263,15 @@ impl Shard {
 
     // ----- reads -------------------------------------------------------------
 
+    /// Starts loading the index entry and the item a lookup of `hash` will
+    /// touch. A hint only: serving a batch of requests, call this for every key
+    /// first, then serve them, so their cache misses overlap.
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(&id) = self.index.iter_hash(hash).next() {
+            self.slabs.prefetch(id);
+        }
+    }
+
     /// Looks a key up and marks it recently used.
     pub fn get(&mut self, key: &[u8], hash: u64, now: u32) -> Option<ItemView<'_>> {
         self.tick(now);
