@@ -296,3 +296,56 @@ fn flush_disabled_with_big_f() {
     c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
     assert_eq!(c.stats("settings")["flush_enabled"], "no");
 }
+
+/// SIGTERM and SIGINT: requests already received are answered, then exit 0.
+#[test]
+fn signals_drain_and_exit_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let mut s = Server::start(&["-t", "2"]);
+        let mut c = s.client();
+        c.set("k", b"v");
+        // A pipeline in flight when the signal arrives is still answered.
+        let mut pipeline = Vec::new();
+        for i in 0..200 {
+            pipeline
+                .extend_from_slice(format!("set key{i} 0 0 1\r\nx\r\nget key{i}\r\n").as_bytes());
+        }
+        c.send(&pipeline);
+        let kill = std::process::Command::new("kill")
+            .args([format!("-{signal}"), s.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        for i in 0..200 {
+            c.expect_reply("STORED\r\n");
+            c.expect_reply(format!("VALUE key{i} 0 1\r\nx\r\nEND\r\n"));
+        }
+        let status = s
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("server still running 10 s after SIG{signal}"));
+        assert!(status.success(), "SIG{signal}: exit status {status}");
+    }
+}
+
+/// Bad flags and values: a message and exit code 2, before anything listens.
+#[test]
+fn bad_flags_exit_with_code_two() {
+    if skip_unless_corecache("corecache's exit codes") {
+        return;
+    }
+    for args in [
+        &["-I", "512"][..],
+        &["-m", "1", "-I", "1m"],
+        &["-t", "0"],
+        &["--no-such-flag"],
+        &["-p", "notaport"],
+        &["-o", "no_such_option"],
+    ] {
+        let out = std::process::Command::new(server_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+}

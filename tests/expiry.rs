@@ -136,3 +136,18 @@ fn flush_all_with_delay() {
     c.set("b", b"2");
     c.expect("get b\r\n", "VALUE b 0 1\r\n2\r\nEND\r\n");
 }
+
+/// An expired item is counted once it is gone: in `get_expired` when a get
+/// finds it first, in `expired_unfetched` when the reaper frees it first.
+#[test]
+fn expired_reads_are_counted() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("set short 0 1 1\r\nx\r\n", "STORED\r\n");
+    assert_eq!(c.stat("get_expired"), 0);
+    sleep_s(2.1);
+    c.expect("get short\r\n", "END\r\n");
+    assert_eq!(c.stat("get_misses"), 1);
+    assert_eq!(c.stat("get_expired") + c.stat("expired_unfetched"), 1);
+    assert_eq!(c.stat("curr_items"), 0);
+}

@@ -100,6 +100,8 @@ fn general_stats(shared: &Shared, now: u32, out: &mut Vec<u8>) {
             .sum();
         reply::push_stat(out, name, total);
     }
+    reply::push_stat(out, "get_expired", sum(cores, |c| c.gauges.get_expired.get()));
+    reply::push_stat(out, "get_flushed", sum(cores, |c| c.gauges.get_flushed.get()));
     reply::push_stat(out, "limit_maxbytes", shared.memory_limit.current());
     reply::push_stat(
         out,

@@ -701,6 +701,8 @@ impl CoreState {
         gauges.expired_unfetched.set(stats.expired_unfetched);
         gauges.evicted_unfetched.set(stats.evicted_unfetched);
         gauges.reclaimed.set(stats.reclaimed);
+        gauges.get_expired.set(stats.get_expired);
+        gauges.get_flushed.set(stats.get_flushed);
         gauges.total_pages.set(stats.total_pages);
     }
 

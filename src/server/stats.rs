@@ -65,8 +65,6 @@ core_counters!(
     cmd_touch,
     get_hits,
     get_misses,
-    get_expired,
-    get_flushed,
     delete_misses,
     delete_hits,
     incr_misses,
@@ -97,6 +95,8 @@ pub struct ShardGauges {
     pub expired_unfetched: Counter,
     pub evicted_unfetched: Counter,
     pub reclaimed: Counter,
+    pub get_expired: Counter,
+    pub get_flushed: Counter,
     pub total_pages: Counter,
     pub curr_connections: Counter,
 }
