@@ -408,8 +408,10 @@ impl CoreState {
     /// looked at. A lone request gains nothing and is not looked at twice.
     fn prefetch_ahead(&self, buf: &[u8]) -> usize {
         let cores = self.shared.cores();
+        let mut hashes = [0u64; PREFETCH_DEPTH];
+        let mut count = 0;
         let mut pos = 0;
-        for _ in 0..PREFETCH_DEPTH {
+        while count < PREFETCH_DEPTH {
             let Parsed::Request { request, consumed } = protocol::parse(&buf[pos..], &self.limits)
             else {
                 break;
@@ -417,17 +419,22 @@ impl CoreState {
             if pos == 0 && consumed == buf.len() {
                 return consumed;
             }
-            let prefetch = |key: &[u8]| {
+            let mut note = |key: &[u8]| {
                 let hash = key_hash(key);
-                if cores == 1 || owner(hash, cores) == self.index {
-                    self.shard.prefetch(hash);
+                if count < PREFETCH_DEPTH && (cores == 1 || owner(hash, cores) == self.index) {
+                    hashes[count] = hash;
+                    count += 1;
                 }
             };
             match request {
-                Request::Get { keys, .. } => keys.iter().take(PREFETCH_DEPTH).for_each(prefetch),
-                _ => request.single_key().into_iter().for_each(prefetch),
+                Request::Get { keys, .. } => keys.iter().for_each(&mut note),
+                _ => request.single_key().into_iter().for_each(&mut note),
             }
             pos += consumed;
+        }
+        // A tight loop of independent lookups lets the CPU overlap their misses.
+        for &hash in &hashes[..count] {
+            self.shard.prefetch(hash);
         }
         pos
     }
