@@ -347,96 +347,113 @@ impl CoreState {
     }
 
     /// Serves every complete request at the front of `buf`; returns the bytes used.
+    ///
+    /// Requests are parsed a window at a time: the keys of a window that this
+    /// core owns are prefetched before the first request is served, so the
+    /// cache misses of pipelined requests overlap instead of stalling one after
+    /// another.
     fn serve(&mut self, connection: &mut Connection, token: u64, buf: &[u8]) -> usize {
         let mut pos = 0;
-        let mut prefetched_until = 0;
         while pos < buf.len() {
-            if pos >= prefetched_until {
-                prefetched_until = pos + self.prefetch_ahead(&buf[pos..]);
+            let mut window: [Option<(Parsed<'_>, usize)>; PREFETCH_DEPTH] = Default::default();
+            let mut parsed = 0;
+            let mut scan = pos;
+            while parsed < PREFETCH_DEPTH && scan < buf.len() {
+                let request = protocol::parse(&buf[scan..], &self.limits);
+                let consumed = match &request {
+                    Parsed::Incomplete => break,
+                    Parsed::Request { consumed, .. }
+                    | Parsed::Error { consumed, .. }
+                    | Parsed::TooLarge { consumed, .. } => *consumed,
+                    Parsed::Close => buf.len() - scan,
+                };
+                window[parsed] = Some((request, scan));
+                parsed += 1;
+                scan += consumed;
             }
-            match protocol::parse(&buf[pos..], &self.limits) {
-                Parsed::Incomplete => break,
-                Parsed::Request { request, consumed } => {
-                    let raw = &buf[pos..pos + consumed];
-                    pos += consumed;
-                    self.dispatch(connection, token, request, raw);
-                    if connection.closing != Closing::Open {
-                        break;
+            if parsed == 0 {
+                break;
+            }
+            if parsed > 1 {
+                self.prefetch(&window[..parsed]);
+            }
+            for slot in &mut window[..parsed] {
+                let Some((request, start)) = slot.take() else {
+                    break;
+                };
+                match request {
+                    Parsed::Incomplete => unreachable!("never stored in the window"),
+                    Parsed::Request { request, consumed } => {
+                        pos = start + consumed;
+                        self.dispatch(connection, token, request, &buf[start..pos]);
+                        if connection.closing != Closing::Open {
+                            return pos;
+                        }
+                        if connection.output_len() > OUTPUT_HIGH_WATER {
+                            connection.paused = true;
+                            return pos;
+                        }
                     }
-                    if connection.output_len() > OUTPUT_HIGH_WATER {
-                        connection.paused = true;
-                        break;
+                    Parsed::Error { reply, consumed } => {
+                        connection.reply_buffer().extend_from_slice(reply);
+                        if self.skip(connection, buf.len() - start, consumed) {
+                            return buf.len();
+                        }
+                        pos = start + consumed;
                     }
-                }
-                Parsed::Error { reply, consumed } => {
-                    connection.reply_buffer().extend_from_slice(reply);
-                    if self.skip(connection, buf.len() - pos, consumed) {
+                    Parsed::TooLarge {
+                        reply,
+                        consumed,
+                        unlink,
+                    } => {
+                        if let Some(key) = unlink {
+                            let mut raw = b"delete ".to_vec();
+                            raw.extend_from_slice(key);
+                            raw.extend_from_slice(b" noreply\r\n");
+                            let delete = Request::Delete { key, noreply: true };
+                            self.dispatch(connection, token, delete, &raw);
+                        }
+                        connection.reply_buffer().extend_from_slice(reply);
+                        if self.skip(connection, buf.len() - start, consumed) {
+                            return buf.len();
+                        }
+                        pos = start + consumed;
+                    }
+                    Parsed::Close => {
+                        connection.close(Closing::Now);
                         return buf.len();
                     }
-                    pos += consumed;
-                }
-                Parsed::TooLarge {
-                    reply,
-                    consumed,
-                    unlink,
-                } => {
-                    if let Some(key) = unlink {
-                        let mut raw = b"delete ".to_vec();
-                        raw.extend_from_slice(key);
-                        raw.extend_from_slice(b" noreply\r\n");
-                        let delete = Request::Delete { key, noreply: true };
-                        self.dispatch(connection, token, delete, &raw);
-                    }
-                    connection.reply_buffer().extend_from_slice(reply);
-                    if self.skip(connection, buf.len() - pos, consumed) {
-                        return buf.len();
-                    }
-                    pos += consumed;
-                }
-                Parsed::Close => {
-                    connection.close(Closing::Now);
-                    return buf.len();
                 }
             }
         }
         pos
     }
 
-    /// Looks at the next few pipelined requests and starts loading the memory
-    /// their keys will touch in this core's shard, so that their cache misses
-    /// overlap instead of stalling one request after another. Returns the bytes
-    /// looked at. A lone request gains nothing and is not looked at twice.
-    fn prefetch_ahead(&self, buf: &[u8]) -> usize {
+    /// Starts loading the shard memory that the window's keys owned by this
+    /// core will touch. The lookups run back to back in one tight loop, which
+    /// lets the CPU overlap their index misses too.
+    fn prefetch(&self, window: &[Option<(Parsed<'_>, usize)>]) {
         let cores = self.shared.cores();
         let mut hashes = [0u64; PREFETCH_DEPTH];
         let mut count = 0;
-        let mut pos = 0;
-        while count < PREFETCH_DEPTH {
-            let Parsed::Request { request, consumed } = protocol::parse(&buf[pos..], &self.limits)
-            else {
-                break;
-            };
-            if pos == 0 && consumed == buf.len() {
-                return consumed;
+        let mut note = |key: &[u8]| {
+            let hash = key_hash(key);
+            if count < PREFETCH_DEPTH && (cores == 1 || owner(hash, cores) == self.index) {
+                hashes[count] = hash;
+                count += 1;
             }
-            let mut note = |key: &[u8]| {
-                let hash = key_hash(key);
-                if count < PREFETCH_DEPTH && (cores == 1 || owner(hash, cores) == self.index) {
-                    hashes[count] = hash;
-                    count += 1;
+        };
+        for (request, _) in window.iter().flatten() {
+            if let Parsed::Request { request, .. } = request {
+                match request {
+                    Request::Get { keys, .. } => keys.iter().for_each(&mut note),
+                    _ => request.single_key().into_iter().for_each(&mut note),
                 }
-            };
-            match request {
-                Request::Get { keys, .. } => keys.iter().for_each(&mut note),
-                _ => request.single_key().into_iter().for_each(&mut note),
             }
-            pos += consumed;
         }
-        // A tight loop of independent lookups lets the CPU overlap their misses.
         for &hash in &hashes[..count] {
             self.shard.prefetch(hash);
         }
-        pos
     }
 
     /// Skips a bad request of `consumed` bytes when `available` are buffered;
