@@ -118,6 +118,9 @@ pub struct Reactor {
     /// The period of the multishot timeout that wakes the loop; the kernel
     /// reads it while the timeout is armed.
     tick: Box<types::Timespec>,
+    /// Set on kernels without multishot timeouts (before 6.4): each wait then
+    /// carries the tick period as its own timeout.
+    timed_waits: bool,
 }
 
 impl Reactor {
@@ -152,6 +155,7 @@ impl Reactor {
             free_sends: Vec::new(),
             completions: Vec::with_capacity(COMPLETION_ENTRIES as usize),
             tick: Box::new(types::Timespec::new()),
+            timed_waits: false,
         };
         for id in 0..RECV_BUFFERS {
             reactor.provide_buffer(id as u16);
@@ -305,7 +309,13 @@ impl Reactor {
 
     /// Submits everything queued and waits for at least one completion.
     pub fn submit_and_wait(&mut self) -> io::Result<()> {
-        match self.ring.submitter().submit_and_wait(1) {
+        let result = if self.timed_waits {
+            let args = types::SubmitArgs::new().timespec(&self.tick);
+            self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.ring.submitter().submit_and_wait(1)
+        };
+        match result {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -374,6 +384,10 @@ impl Reactor {
                 }
                 OP_SEND => self.complete_send(payload as usize, result, &mut handle),
                 OP_WAKE => handle(Event::Woken),
+                OP_TICK if result == -libc::EINVAL => {
+                    tracing::info!("no multishot timeouts in this kernel: timed waits instead");
+                    self.timed_waits = true;
+                }
                 OP_TICK => {
                     if !more {
                         // The multishot timeout ended (an error or a kernel
