@@ -23,9 +23,12 @@ use std::time::Duration;
 
 /// Provided buffers per core. Each connection holds one only while a callback
 /// parses it, so this bounds the bytes in flight from the kernel, not clients.
-pub const RECV_BUFFERS: usize = 1024;
-/// Size of one provided receive buffer (memcached's read buffer is 16 KiB).
-pub const RECV_BUFFER_SIZE: usize = 16 * 1024;
+/// The kernel fills them in ring order, so all of them become resident: with
+/// [`RECV_BUFFER_SIZE`] they are 4 MiB per core of fixed overhead.
+pub const RECV_BUFFERS: usize = 512;
+/// Size of one provided receive buffer: a pipeline of small requests fits in
+/// one; a large value arrives in several, appended to the connection's input.
+pub const RECV_BUFFER_SIZE: usize = 8 * 1024;
 const BUFFER_GROUP: u16 = 0;
 const SUBMISSION_ENTRIES: u32 = 4096;
 const COMPLETION_ENTRIES: u32 = 16384;
