@@ -14,27 +14,55 @@ pub(super) fn check_invariants(s: &Shard) {
     let mut bytes = 0u64;
     for (c, class) in slabs.classes.iter().enumerate() {
         let mut n = 0u64;
-        let mut prev = NIL;
-        for id in Lru::iter(slabs, c) {
-            let b = slabs.item(id);
-            assert!(item::is_live(b), "class {c}: chunk {id} in LRU is not live");
-            assert_eq!(
-                slabs.class_of(id),
-                c,
-                "chunk {id} linked in the wrong class"
-            );
-            assert_eq!(item::prev(b), prev, "broken back link at {id}");
-            let found = s.find(item::key(b), key_hash(item::key(b)));
-            assert_eq!(
-                found,
-                Some(id),
-                "chunk {id} not reachable through the index"
-            );
-            bytes += item::size(b) as u64;
-            prev = id;
-            n += 1;
+        let lists = s.policy.classes[c];
+        assert_eq!(
+            lists.capacity,
+            slabs.capacity(c),
+            "class {c}: policy capacity"
+        );
+        for (list, seg) in [
+            (lists.window, policy::Segment::Window),
+            (lists.probation, policy::Segment::Probation),
+            (lists.protected, policy::Segment::Protected),
+        ] {
+            let mut prev = NIL;
+            let mut len = 0;
+            for id in policy::iter(slabs, list.head) {
+                let b = slabs.item(id);
+                assert!(
+                    item::is_live(b),
+                    "class {c}: chunk {id} in a list is not live"
+                );
+                assert_eq!(slabs.segment(id), seg, "chunk {id}: segment bits");
+                assert_eq!(
+                    slabs.class_of(id),
+                    c,
+                    "chunk {id} linked in the wrong class"
+                );
+                assert_eq!(item::prev(b), prev, "broken back link at {id}");
+                let found = s.find(item::key(b), key_hash(item::key(b)));
+                assert_eq!(
+                    found,
+                    Some(id),
+                    "chunk {id} not reachable through the index"
+                );
+                bytes += item::size(b) as u64;
+                prev = id;
+                len += 1;
+            }
+            assert_eq!(list.tail, prev, "class {c} {seg:?}: tail");
+            assert_eq!(list.len, len, "class {c} {seg:?}: len");
+            n += len as u64;
         }
-        assert_eq!(class.lru.tail, prev, "class {c}: tail");
+        let (window_max, protected_max) = s.policy.maxima(c);
+        assert!(
+            lists.window.len <= window_max.max(1),
+            "class {c}: window over"
+        );
+        assert!(
+            lists.protected.len <= protected_max,
+            "class {c}: protected over"
+        );
         assert_eq!(n, class.items, "class {c}: item count");
         let pages = slabs.pages.iter().filter(|m| m.class as usize == c).count();
         assert_eq!(pages as u32, class.pages, "class {c}: page count");
