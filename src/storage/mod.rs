@@ -17,7 +17,10 @@
 //! compacted when it holds over twice the live items), 4 bytes per free chunk
 //! on free lists, and 16 bytes per page; the policy's frequency sketch takes 8 bytes
 //! per chunk of capacity rounded up to a power of two, plus a 1-byte-per-chunk
-//! doorkeeper (both grow with the pages in use). The header inside the chunk is
+//! doorkeeper (both grow with the pages in use, and do not shrink). Bound: at most
+//! 30 bytes per chunk the limit can hold (`memory_limit / min_chunk_size`), a fixed
+//! share of the limit set by the smallest chunk; for 144-byte items about 20
+//! bytes per item (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header inside the chunk is
 //! `item::HEADER` (30) bytes, drawn in `item.rs`; the policy's links and segment
 //! live in it.
 //!
