@@ -182,6 +182,9 @@ fn slab_stats(slabs: &[SlabClassStats], out: &mut Vec<u8>) {
         reply::push_stat(out, &format!("{id}:total_chunks"), class.total_chunks);
         reply::push_stat(out, &format!("{id}:used_chunks"), class.used_chunks);
         reply::push_stat(out, &format!("{id}:free_chunks"), class.free_chunks);
+        // Rebalancing: pages this class took from others / gave to others.
+        reply::push_stat(out, &format!("{id}:pages_moved_in"), class.pages_moved_in);
+        reply::push_stat(out, &format!("{id}:pages_moved_out"), class.pages_moved_out);
     }
     reply::push_stat(
         out,
@@ -193,12 +196,21 @@ fn slab_stats(slabs: &[SlabClassStats], out: &mut Vec<u8>) {
         .map(|c| c.total_pages * c.chunks_per_page * c.chunk_size)
         .sum();
     reply::push_stat(out, "total_malloced", malloced);
+    // memcached's name (it reports it in `stats`) for pages moved between classes.
+    let moved: u64 = slabs.iter().map(|c| c.pages_moved_in).sum();
+    reply::push_stat(out, "slabs_moved", moved);
 }
 
 fn item_stats(slabs: &[SlabClassStats], out: &mut Vec<u8>) {
     for class in slabs.iter().filter(|c| c.number > 0 || c.evicted > 0) {
         let id = class.id;
         reply::push_stat(out, &format!("items:{id}:number"), class.number);
+        // memcached's segmented LRU names for W-TinyLFU's lists: new items (hot =
+        // window), items read again (warm = protected), eviction candidates
+        // (cold = probation).
+        reply::push_stat(out, &format!("items:{id}:number_hot"), class.window);
+        reply::push_stat(out, &format!("items:{id}:number_warm"), class.protected);
+        reply::push_stat(out, &format!("items:{id}:number_cold"), class.probation);
         reply::push_stat(out, &format!("items:{id}:evicted"), class.evicted);
     }
 }

@@ -11,14 +11,18 @@
 //!
 //! state (byte 29):  bit 0  LIVE     the chunk holds an item that is in the index
 //!                   bit 1  FETCHED  the item was read since it was stored
-//!                   bits 2-7        zero
+//!                   bits 2-3        reserved (meta protocol: STALE, WIN)
+//!                   bits 4-5  SEGMENT  the policy list the item is on: 0 none,
+//!                                      1 window, 2 probation, 3 protected
+//!                   bits 6-7        zero
 //! ```
 //!
 //! All fields are little-endian and unaligned (read with `from_le_bytes`), so the
 //! header is 30 bytes with no padding.
 //!
-//! - `prev`/`next` link the item into its slab class's recency list (chunk ids,
-//!   [`NIL`] at the ends), so the list costs no memory outside the arena.
+//! - `prev`/`next` link the item into one of its slab class's three policy lists
+//!   (`policy.rs`; chunk ids, [`NIL`] at the ends), so the lists cost no memory
+//!   outside the arena.
 //! - `expiry` is unix seconds, 0 = never.
 //! - `cas` is the shard's store sequence number, given to every item even when
 //!   CAS is off (`-C`, then it is reported as 0). It doubles as the item's age for
@@ -37,6 +41,9 @@ pub(crate) const NIL: u32 = u32::MAX;
 
 pub(crate) const LIVE: u8 = 1;
 pub(crate) const FETCHED: u8 = 2;
+/// The policy segment: 2 bits at bit 4 of the state byte.
+const SEGMENT_SHIFT: u8 = 4;
+const SEGMENT_MASK: u8 = 0b11 << SEGMENT_SHIFT;
 
 const PREV: usize = 0;
 const NEXT: usize = 4;
@@ -116,6 +123,16 @@ pub(crate) fn state(b: &[u8]) -> u8 {
 pub(crate) fn set_state(b: &mut [u8], v: u8) {
     b[STATE] = v;
 }
+/// The policy list the item is on (`policy::Segment` as 2 bits).
+#[inline]
+pub(crate) fn segment(b: &[u8]) -> u8 {
+    (b[STATE] & SEGMENT_MASK) >> SEGMENT_SHIFT
+}
+/// Sets the segment bits, keeping the other state bits.
+#[inline]
+pub(crate) fn set_segment(b: &mut [u8], seg: u8) {
+    b[STATE] = (b[STATE] & !SEGMENT_MASK) | ((seg << SEGMENT_SHIFT) & SEGMENT_MASK);
+}
 #[inline]
 pub(crate) fn is_live(b: &[u8]) -> bool {
     state(b) & LIVE != 0
@@ -180,5 +197,14 @@ mod tests {
         assert_eq!(state(&b), LIVE);
         assert_eq!(size(&b), HEADER + 3 + 5);
         assert_eq!(STATE + 1, HEADER);
+        set_segment(&mut b, 3);
+        assert_eq!(segment(&b), 3);
+        assert_eq!(
+            state(&b),
+            LIVE | 3 << 4,
+            "segment bits leave the others alone"
+        );
+        set_segment(&mut b, 1);
+        assert_eq!((segment(&b), state(&b) & 0b1100_1111), (1, LIVE));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A [`Shard`] holds items in an arena of pages (`slab.rs`), finds them through a
 //! hash index of chunk ids, expires them through a TTL heap and, when memory is
-//! full, evicts through a per-class policy (`lru.rs`). It does no I/O and takes the
+//! full, evicts through W-TinyLFU (`policy.rs`, `sketch.rs`): lists per slab class,
+//! one frequency sketch per shard. It does no I/O and takes the
 //! time as an argument, so every behaviour here is tested without a clock or a
 //! socket.
 //!
@@ -14,8 +15,24 @@
 //! plus 1 control byte, at hashbrown's load factor of at most 7/8: about 6 to 11
 //! bytes), a TTL heap entry of 8 bytes for items with an expiry (the heap is
 //! compacted when it holds over twice the live items), 4 bytes per free chunk
-//! on free lists, and 16 bytes per page. The header inside the chunk is
-//! `item::HEADER` (30) bytes, drawn in `item.rs`.
+//! on free lists, and 16 bytes per page; the policy's frequency sketch takes 8 bytes
+//! per chunk of capacity rounded up to a power of two, plus a 1-byte-per-chunk
+//! doorkeeper (both grow with the pages in use, and do not shrink). Bound: at most
+//! 30 bytes per chunk the limit can hold (`memory_limit / min_chunk_size`), a fixed
+//! share of the limit set by the smallest chunk; for 144-byte items about 20
+//! bytes per item (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header inside the chunk is
+//! `item::HEADER` (30) bytes, drawn in `item.rs`; the policy's links and segment
+//! live in it.
+//!
+//! # Rebalancing
+//!
+//! Pages move between classes in two cases: a class that must store an item and
+//! has no chunk and nothing to evict takes the page of another class's coldest
+//! item; and every [`REBALANCE_CHECK_EVICTIONS`] evictions a class compares the
+//! sketch frequencies of the items it would evict next with every other class's,
+//! and takes a page from a class whose next victims are clearly colder. So when
+//! the mix of value sizes changes, memory follows it once the old items' counts
+//! have aged (the sketch halves every 10 x capacity events).
 //!
 //! Pages emptied by lowering the limit go to a pool for reuse but stay resident
 //! (giving them back to the kernel needs `madvise(DONTNEED)`, an `unsafe` call not
@@ -29,7 +46,9 @@
 //! effect and every item stored at or before it reads as a miss.
 
 mod item;
-mod lru;
+mod policy;
+pub mod sim;
+mod sketch;
 mod slab;
 
 #[cfg(test)]
@@ -45,8 +64,10 @@ use hashbrown::HashTable;
 
 use crate::keyhash::key_hash;
 use item::{HEADER, NIL};
-use lru::Lru;
+use policy::{Entries, Policy};
 use slab::Slabs;
+
+pub use policy::PolicyStats;
 
 /// memcached's longest key.
 pub const KEY_MAX: usize = 250;
@@ -54,6 +75,15 @@ pub const KEY_MAX: usize = 250;
 /// Candidates looked at from the LRU tail for an already dead item before
 /// evicting a live one (memcached looks at 5 too).
 const DEAD_SEARCH: usize = 5;
+
+/// A class checks whether another class holds colder items (and gives it a page)
+/// once per this many of its own evictions.
+const REBALANCE_CHECK_EVICTIONS: u32 = 32;
+/// Next victims compared per class when rebalancing.
+const REBALANCE_SAMPLE: usize = 8;
+/// A donor's sampled victims must sum to at least this much less frequency than
+/// the starving class's: about one count each, so noise does not move pages.
+const REBALANCE_MARGIN: u32 = REBALANCE_SAMPLE as u32;
 
 /// The TTL heap is not compacted below this many entries.
 const HEAP_COMPACT_MIN: usize = 1024;
@@ -165,6 +195,19 @@ pub struct ShardStats {
     pub memory_limit: u64,
     /// Address space mapped for the arena (only touched pages are resident).
     pub bytes_mapped: u64,
+    /// Pages moved from one class to another (rebalancing).
+    pub page_moves: u64,
+    /// Window share of capacity, in per mille (the hill climber moves it).
+    pub window_permille: u64,
+    /// Items in windows, probation and protected lists, over all classes.
+    pub window_items: u64,
+    pub probation_items: u64,
+    pub protected_items: u64,
+    /// Window candidates admitted to the main space / evicted in the duel.
+    pub admissions: u64,
+    pub rejections: u64,
+    /// Bytes of the frequency sketch and doorkeeper.
+    pub sketch_bytes: u64,
 }
 
 /// One slab class, as `stats slabs` reports it.
@@ -181,6 +224,13 @@ pub struct SlabClassStats {
     pub evicted: u64,
     /// Live items.
     pub number: u64,
+    /// Pages taken from other classes / given to them.
+    pub pages_moved_in: u64,
+    pub pages_moved_out: u64,
+    /// Items per policy list.
+    pub window: u64,
+    pub probation: u64,
+    pub protected: u64,
 }
 
 /// Why an item found in the index is not visible.
@@ -209,6 +259,10 @@ pub struct Shard {
     /// `now` of the current operation.
     now: u32,
     stats: ShardStats,
+    /// W-TinyLFU: per-class lists (links in the item headers) and the sketch.
+    policy: Policy,
+    /// Evictions per class since its last rebalancing check.
+    since_check: Vec<u32>,
     /// Reused buffer for append/prepend.
     scratch: Vec<u8>,
 }
@@ -247,8 +301,19 @@ impl Shard {
             memory_limit: config.memory_limit as u64,
             ..ShardStats::default()
         };
+        let classes = slabs.classes.len();
+        // Random per shard: the warm-candidate coin of the hash flooding defence must
+        // not be predictable.
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
         Ok(Shard {
             config,
+            policy: Policy::new(classes, 0, seed),
+            since_check: vec![0; classes],
             slabs,
             index: HashTable::new(),
             ttl: BinaryHeap::new(),
@@ -282,6 +347,7 @@ impl Shard {
             }
             None => {
                 self.stats.get_misses += 1;
+                self.policy.record_miss(&mut self.slabs);
                 None
             }
         }
@@ -304,6 +370,7 @@ impl Shard {
             }
             None => {
                 self.stats.get_misses += 1;
+                self.policy.record_miss(&mut self.slabs);
                 None
             }
         }
@@ -315,7 +382,7 @@ impl Shard {
         match self.find_live(key, hash) {
             Some(id) => {
                 self.set_expiry(id, expiry);
-                Lru::access(&mut self.slabs, id);
+                self.access(id);
                 true
             }
             None => false,
@@ -348,7 +415,7 @@ impl Shard {
         let old = self.find_live(key, hash);
         match (mode, old) {
             (StoreMode::Add, Some(id)) => {
-                Lru::access(&mut self.slabs, id);
+                self.access(id);
                 return StoreResult::NotStored;
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
@@ -497,17 +564,30 @@ impl Shard {
             let Some(page) = self.victim_page(None, None) else {
                 break;
             };
+            let class = self.slabs.pages[page as usize].class as usize;
             self.empty_page(page);
             self.slabs.release(page);
+            let cap = self.slabs.capacity(class);
+            self.policy.set_capacity(&mut self.slabs, class, cap);
         }
     }
 
     // ----- introspection -----------------------------------------------------
 
     pub fn stats(&self) -> ShardStats {
+        let p = self.policy.stats();
+        let lists = &self.policy.classes;
+        let sum = |f: fn(&policy::ClassLists) -> u32| lists.iter().map(|l| f(l) as u64).sum();
         ShardStats {
             total_pages: self.slabs.pages_in_use as u64,
             bytes_mapped: self.slabs.bytes_mapped() as u64,
+            window_permille: (self.policy.window_share() * 1000.0).round() as u64,
+            window_items: sum(|l| l.window.len),
+            probation_items: sum(|l| l.probation.len),
+            protected_items: sum(|l| l.protected.len),
+            admissions: p.admitted,
+            rejections: p.rejected,
+            sketch_bytes: self.policy.sketch_bytes() as u64,
             ..self.stats
         }
     }
@@ -520,6 +600,7 @@ impl Shard {
             .enumerate()
             .map(|(i, c)| {
                 let total = c.pages as u64 * c.per_page as u64;
+                let l = &self.policy.classes[i];
                 SlabClassStats {
                     id: i + 1,
                     chunk_size: c.size as u64,
@@ -530,6 +611,11 @@ impl Shard {
                     free_chunks: total - c.items,
                     evicted: c.evicted,
                     number: c.items,
+                    pages_moved_in: c.pages_moved_in,
+                    pages_moved_out: c.pages_moved_out,
+                    window: l.window.len as u64,
+                    probation: l.probation.len as u64,
+                    protected: l.protected.len as u64,
                 }
             })
             .collect()
@@ -544,12 +630,46 @@ impl Shard {
             return Vec::new();
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
-        Lru::iter(&self.slabs, class_id - 1)
+        let l = &self.policy.classes[class_id - 1];
+        policy::iter(&self.slabs, l.window.head)
+            .chain(policy::iter(&self.slabs, l.protected.head))
+            .chain(policy::iter(&self.slabs, l.probation.head))
             .map(|id| self.slabs.item(id))
             .filter(|b| item::cas(b) > self.flush_seq)
             .take(limit)
             .map(|b| (item::key(b).to_vec(), item::value_len(b), item::expiry(b)))
             .collect()
+    }
+
+    /// Policy figures: admissions, rejections, hill climber periods, sketch resets.
+    pub fn policy_stats(&self) -> PolicyStats {
+        self.policy.stats()
+    }
+
+    /// Bytes this shard holds outside the arena for its items: the index table,
+    /// the TTL heap, free lists, page metadata and the policy's sketch (allocated
+    /// capacity, not counting the allocator's own overhead).
+    pub fn heap_bytes(&self) -> usize {
+        let index = self.index.capacity();
+        let index_bytes = if index == 0 {
+            0
+        } else {
+            // hashbrown: one slot (u32) and one control byte per bucket, buckets a
+            // power of two >= capacity * 8 / 7, plus a group of trailing control bytes.
+            let buckets = (index * 8 / 7).next_power_of_two();
+            buckets * (4 + 1) + 16
+        };
+        let free: usize = self
+            .slabs
+            .classes
+            .iter()
+            .map(|c| c.free.capacity() * 4)
+            .sum();
+        index_bytes
+            + self.ttl.capacity() * 8
+            + free
+            + self.slabs.pages.capacity() * std::mem::size_of::<slab::PageMeta>()
+            + self.policy.sketch_bytes()
     }
 
     /// The class id (from 1) an item with these lengths is stored in, or None if
@@ -637,7 +757,7 @@ impl Shard {
             let b = self.slabs.item_mut(id);
             item::set_state(b, item::state(b) | item::FETCHED);
         }
-        Lru::access(&mut self.slabs, id);
+        self.access(id);
         let cas = self.reported_cas(id);
         let b = self.slabs.item(id);
         ItemView {
@@ -647,6 +767,12 @@ impl Shard {
             cas,
             expiry: item::expiry(b),
         }
+    }
+
+    /// Tells the policy the item was used.
+    fn access(&mut self, id: u32) {
+        let class = self.slabs.class_of(id);
+        self.policy.access(&mut self.slabs, class, id);
     }
 
     fn set_expiry(&mut self, id: u32, expiry: u32) {
@@ -696,9 +822,10 @@ impl Shard {
         let Some(class) = self.slabs.class_for(size) else {
             return false;
         };
+        let mut in_place = None;
         let id = match old {
             Some(o) if self.slabs.class_of(o) == class => {
-                Lru::remove(&mut self.slabs, o);
+                in_place = Some(self.policy.remove(&mut self.slabs, class, o));
                 self.stats.bytes -= item::size(self.slabs.item(o)) as u64;
                 self.stats.curr_items -= 1;
                 o
@@ -712,7 +839,11 @@ impl Shard {
         let b = self.slabs.item_mut(id);
         item::init(b, key, flags, expiry, cas, value.len());
         item::value_mut(b).copy_from_slice(value);
-        Lru::insert(&mut self.slabs, id);
+        match in_place {
+            // A rewrite is a use of the key: it keeps its list.
+            Some(seg) => self.policy.reinsert(&mut self.slabs, class, id, seg),
+            None => self.policy.insert(&mut self.slabs, class, id),
+        }
         self.stats.curr_items += 1;
         self.stats.total_items += 1;
         self.stats.bytes += size as u64;
@@ -742,25 +873,87 @@ impl Shard {
     fn alloc(&mut self, class: usize, protect: u32) -> Option<u32> {
         loop {
             if let Some(id) = self.slabs.alloc(class) {
+                // A fresh page raises the class's capacity.
+                let cap = self.slabs.capacity(class);
+                if cap != self.policy.classes[class].capacity {
+                    self.policy.set_capacity(&mut self.slabs, class, cap);
+                }
                 return Some(id);
+            }
+            let protect_page = (protect != NIL).then(|| self.slabs.page_of(protect));
+            if let Some(page) = self.rebalance(class, protect_page) {
+                self.move_page(page, class);
+                continue;
             }
             if self.evict_from(class, protect) {
                 continue;
             }
-            let protect_page = (protect != NIL).then(|| self.slabs.page_of(protect));
             let page = self.victim_page(Some(class), protect_page)?;
-            self.empty_page(page);
-            self.slabs.reassign(page, class);
+            self.move_page(page, class);
         }
     }
 
-    /// Frees one chunk of `class`: a dead item near the LRU tail if there is one,
-    /// else the policy's first victim. False if the class has nothing to give.
+    /// The entries a class would evict next, best first: probation's LRU end, then
+    /// the window's, then protected's.
+    fn next_victims(&self, class: usize) -> impl Iterator<Item = u32> + '_ {
+        let l = &self.policy.classes[class];
+        policy::iter_back(&self.slabs, l.probation.tail)
+            .chain(policy::iter_back(&self.slabs, l.window.tail))
+            .chain(policy::iter_back(&self.slabs, l.protected.tail))
+    }
+
+    /// Sum of the sketch frequencies of a class's next [`REBALANCE_SAMPLE`]
+    /// victims, and the page of the first one; None if the class is empty.
+    fn coldness(&self, class: usize, protect_page: Option<u32>) -> Option<(u32, u32)> {
+        let mut sum = 0;
+        let mut page = None;
+        for id in self.next_victims(class).take(REBALANCE_SAMPLE) {
+            sum += self.policy.frequency(self.slabs.key_hash(id)) as u32;
+            let p = self.slabs.page_of(id);
+            if page.is_none() && Some(p) != protect_page {
+                page = Some(p);
+            }
+        }
+        page.map(|p| (sum, p))
+    }
+
+    /// Proactive rebalancing: every [`REBALANCE_CHECK_EVICTIONS`] evictions of
+    /// `class`, the page of another class whose next victims are clearly colder
+    /// (by the shared sketch) than this class's, if any.
+    fn rebalance(&mut self, class: usize, protect_page: Option<u32>) -> Option<u32> {
+        self.since_check[class] += 1;
+        if self.since_check[class] < REBALANCE_CHECK_EVICTIONS {
+            return None;
+        }
+        self.since_check[class] = 0;
+        let (mine, _) = self.coldness(class, None)?;
+        (0..self.slabs.classes.len())
+            .filter(|&c| c != class && self.slabs.classes[c].pages > 0)
+            .filter_map(|c| self.coldness(c, protect_page))
+            .filter(|&(sum, _)| sum + REBALANCE_MARGIN <= mine)
+            .min_by_key(|&(sum, _)| sum)
+            .map(|(_, page)| page)
+    }
+
+    /// Empties `page` and gives it to `class`.
+    fn move_page(&mut self, page: u32, class: usize) {
+        let from = self.slabs.pages[page as usize].class as usize;
+        self.empty_page(page);
+        self.slabs.reassign(page, class);
+        self.stats.page_moves += 1;
+        for c in [from, class] {
+            let cap = self.slabs.capacity(c);
+            self.policy.set_capacity(&mut self.slabs, c, cap);
+        }
+    }
+
+    /// Frees one chunk of `class`: a dead item among the next victims if there is
+    /// one, else the policy's victim. False if the class has nothing to give.
     fn evict_from(&mut self, class: usize, protect: u32) -> bool {
         let mut candidates = [NIL; DEAD_SEARCH];
         for (slot, id) in candidates
             .iter_mut()
-            .zip(Lru::victims(&self.slabs, class).filter(|&id| id != protect))
+            .zip(self.next_victims(class).filter(|&id| id != protect))
         {
             *slot = id;
         }
@@ -771,16 +964,18 @@ impl Shard {
                 return true;
             }
         }
-        if candidates[0] == NIL {
-            return false;
+        match self.policy.victim(&mut self.slabs, class, protect) {
+            Some(id) => {
+                self.evict(id);
+                true
+            }
+            None => false,
         }
-        self.evict(candidates[0]);
-        true
     }
 
     /// A page to take from a class other than `exclude`, never `protect_page`: an
-    /// empty one if any, else the page of the LRU tail of the class with the most
-    /// pages.
+    /// empty one if any, else the page of the next victim of the class with the
+    /// most pages.
     fn victim_page(&self, exclude: Option<usize>, protect_page: Option<u32>) -> Option<u32> {
         let owned = |p: usize, m: &slab::PageMeta| {
             m.class != slab::NO_CLASS
@@ -800,7 +995,7 @@ impl Shard {
             .collect();
         order.sort_by_key(|&c| Reverse(self.slabs.classes[c].pages));
         for c in order {
-            if let Some(tail) = Lru::victims(&self.slabs, c).next() {
+            if let Some(tail) = self.next_victims(c).next() {
                 let p = self.slabs.page_of(tail);
                 if Some(p) != protect_page {
                     return Some(p);
@@ -872,7 +1067,8 @@ impl Shard {
 
     /// Unlinks a chunk from the policy and frees it (not the index, not stats).
     fn release_chunk(&mut self, id: u32) {
-        Lru::remove(&mut self.slabs, id);
+        let class = self.slabs.class_of(id);
+        self.policy.remove(&mut self.slabs, class, id);
         self.slabs.free(id);
     }
 }

@@ -34,8 +34,6 @@ use std::io;
 
 use memmap2::MmapMut;
 
-use super::lru::Lru;
-
 /// The page has no class: free in the pool, or never used.
 pub(crate) const NO_CLASS: u16 = u16::MAX;
 
@@ -65,8 +63,10 @@ pub(crate) struct SlabClass {
     /// Live items (= used chunks).
     pub items: u64,
     pub evicted: u64,
-    /// The eviction policy's per-class state.
-    pub lru: Lru,
+    /// Pages this class took from other classes (rebalancing).
+    pub pages_moved_in: u64,
+    /// Pages other classes took from this one.
+    pub pages_moved_out: u64,
 }
 
 struct Segment {
@@ -133,7 +133,8 @@ impl Slabs {
                 carving: None,
                 items: 0,
                 evicted: 0,
-                lru: Lru::default(),
+                pages_moved_in: 0,
+                pages_moved_out: 0,
             })
             .collect();
         let mut slabs = Slabs {
@@ -365,6 +366,9 @@ impl Slabs {
 
     /// Moves an empty page from its class to `class`.
     pub fn reassign(&mut self, page: u32, class: usize) {
+        let from = self.pages[page as usize].class as usize;
+        self.classes[from].pages_moved_out += 1;
+        self.classes[class].pages_moved_in += 1;
         self.unassign(page);
         self.assign(page, class);
     }
@@ -389,6 +393,11 @@ impl Slabs {
         c.free.push(id);
     }
 
+    /// Chunks `class` holds at most with the pages it has now.
+    pub fn capacity(&self, class: usize) -> u32 {
+        self.classes[class].pages * self.classes[class].per_page
+    }
+
     /// Ids of the live chunks in `page`.
     pub fn live_in_page(&self, page: u32) -> Vec<u32> {
         let carved = self.pages[page as usize].carved;
@@ -396,6 +405,38 @@ impl Slabs {
             .map(|slot| self.make_id(page, slot))
             .filter(|&id| super::item::is_live(self.item(id)))
             .collect()
+    }
+}
+
+/// The policy's lists live in the item headers.
+impl super::policy::Entries for Slabs {
+    #[inline]
+    fn prev(&self, id: u32) -> u32 {
+        super::item::prev(self.item(id))
+    }
+    #[inline]
+    fn next(&self, id: u32) -> u32 {
+        super::item::next(self.item(id))
+    }
+    #[inline]
+    fn set_prev(&mut self, id: u32, v: u32) {
+        super::item::set_prev(self.item_mut(id), v)
+    }
+    #[inline]
+    fn set_next(&mut self, id: u32, v: u32) {
+        super::item::set_next(self.item_mut(id), v)
+    }
+    #[inline]
+    fn segment(&self, id: u32) -> super::policy::Segment {
+        super::policy::Segment::from_bits(super::item::segment(self.item(id)))
+    }
+    #[inline]
+    fn set_segment(&mut self, id: u32, s: super::policy::Segment) {
+        super::item::set_segment(self.item_mut(id), s as u8)
+    }
+    #[inline]
+    fn key_hash(&self, id: u32) -> u64 {
+        crate::keyhash::key_hash(super::item::key(self.item(id)))
     }
 }
 

@@ -14,27 +14,55 @@ pub(super) fn check_invariants(s: &Shard) {
     let mut bytes = 0u64;
     for (c, class) in slabs.classes.iter().enumerate() {
         let mut n = 0u64;
-        let mut prev = NIL;
-        for id in Lru::iter(slabs, c) {
-            let b = slabs.item(id);
-            assert!(item::is_live(b), "class {c}: chunk {id} in LRU is not live");
-            assert_eq!(
-                slabs.class_of(id),
-                c,
-                "chunk {id} linked in the wrong class"
-            );
-            assert_eq!(item::prev(b), prev, "broken back link at {id}");
-            let found = s.find(item::key(b), key_hash(item::key(b)));
-            assert_eq!(
-                found,
-                Some(id),
-                "chunk {id} not reachable through the index"
-            );
-            bytes += item::size(b) as u64;
-            prev = id;
-            n += 1;
+        let lists = s.policy.classes[c];
+        assert_eq!(
+            lists.capacity,
+            slabs.capacity(c),
+            "class {c}: policy capacity"
+        );
+        for (list, seg) in [
+            (lists.window, policy::Segment::Window),
+            (lists.probation, policy::Segment::Probation),
+            (lists.protected, policy::Segment::Protected),
+        ] {
+            let mut prev = NIL;
+            let mut len = 0;
+            for id in policy::iter(slabs, list.head) {
+                let b = slabs.item(id);
+                assert!(
+                    item::is_live(b),
+                    "class {c}: chunk {id} in a list is not live"
+                );
+                assert_eq!(slabs.segment(id), seg, "chunk {id}: segment bits");
+                assert_eq!(
+                    slabs.class_of(id),
+                    c,
+                    "chunk {id} linked in the wrong class"
+                );
+                assert_eq!(item::prev(b), prev, "broken back link at {id}");
+                let found = s.find(item::key(b), key_hash(item::key(b)));
+                assert_eq!(
+                    found,
+                    Some(id),
+                    "chunk {id} not reachable through the index"
+                );
+                bytes += item::size(b) as u64;
+                prev = id;
+                len += 1;
+            }
+            assert_eq!(list.tail, prev, "class {c} {seg:?}: tail");
+            assert_eq!(list.len, len, "class {c} {seg:?}: len");
+            n += len as u64;
         }
-        assert_eq!(class.lru.tail, prev, "class {c}: tail");
+        let (window_max, protected_max) = s.policy.maxima(c);
+        assert!(
+            lists.window.len <= window_max.max(1),
+            "class {c}: window over"
+        );
+        assert!(
+            lists.protected.len <= protected_max,
+            "class {c}: protected over"
+        );
         assert_eq!(n, class.items, "class {c}: item count");
         let pages = slabs.pages.iter().filter(|m| m.class as usize == c).count();
         assert_eq!(pages as u32, class.pages, "class {c}: page count");
@@ -740,4 +768,160 @@ fn bytes_per_item_stay_small() {
     );
     assert!(per_item <= 12.0, "index costs {per_item} B/item");
     assert_eq!(s.stats().bytes, (n * (HEADER + key(0).len() + 10)) as u64);
+}
+
+#[test]
+fn memory_follows_a_change_in_value_sizes() {
+    // Phase 1: a working set of 1000-byte values fills all 4 pages.
+    let mut s = shard(4 * MIB);
+    let small = vec![b's'; 1000];
+    for round in 0..3 {
+        for i in 0..6000 {
+            let k = format!("small:{i}");
+            if get(&mut s, k.as_bytes()).is_none() {
+                set(&mut s, k.as_bytes(), &small);
+            }
+        }
+        let _ = round;
+    }
+    let small_class = s.class_for_item(8, 1000).unwrap() - 1;
+    assert_eq!(s.slab_class_stats()[small_class].total_pages, 4);
+    // Phase 2: the clients now read and write 3000-byte values only, a working set
+    // that needs all the memory. Without rebalancing the new class would keep the
+    // single page it steals first.
+    let big = vec![b'b'; 3000];
+    let big_class = s.class_for_item(8, 3000).unwrap() - 1;
+    let mut hits = 0;
+    for round in 0..40 {
+        for i in 0..1000 {
+            let k = format!("big:{i}");
+            if get(&mut s, k.as_bytes()).is_some() {
+                if round == 39 {
+                    hits += 1;
+                }
+            } else {
+                set(&mut s, k.as_bytes(), &big);
+            }
+        }
+    }
+    let classes = s.slab_class_stats();
+    let st = s.stats();
+    assert!(
+        classes[big_class].total_pages >= 3,
+        "big class holds {} pages after the mix changed",
+        classes[big_class].total_pages
+    );
+    assert!(st.page_moves >= 3, "{st:?}");
+    assert_eq!(
+        classes[big_class].pages_moved_in,
+        classes[small_class].pages_moved_out
+    );
+    assert!(hits > 700, "last round hit {hits} of 1000");
+    check_invariants(&s);
+}
+
+#[test]
+fn policy_keeps_a_hot_set_through_a_scan_in_the_shard() {
+    let mut s = shard(MIB);
+    let value = [b'v'; 100];
+    let class = s.class_for_item(key(0).len(), value.len()).unwrap();
+    let per_page = s.slab_class_stats()[class - 1].chunks_per_page as usize;
+    let hot = per_page / 4;
+    let mut scan = 1_000_000;
+    let mut last_hits = 0;
+    for round in 0..30 {
+        last_hits = 0;
+        for i in 0..hot {
+            if get(&mut s, &key(i)).is_some() {
+                last_hits += 1;
+            } else {
+                set(&mut s, &key(i), &value);
+            }
+        }
+        // A scan of one-off keys as large as the cache.
+        for _ in 0..per_page {
+            set(&mut s, &key(scan), &value);
+            scan += 1;
+        }
+        let _ = round;
+    }
+    let st = s.stats();
+    assert!(
+        last_hits > hot * 9 / 10,
+        "hot set hits {last_hits} of {hot}"
+    );
+    assert!(st.rejections > 0 && st.admissions > 0, "{st:?}");
+    assert!(st.protected_items > 0);
+    check_invariants(&s);
+}
+
+#[test]
+fn overhead_per_item_outside_the_chunk_is_small() {
+    // 14-byte keys and 100-byte values: a 144-byte item, in a 144-byte chunk with
+    // growth factor 1.05 (`-f 1.05`; the default 1.25 puts it in a 176-byte chunk).
+    let mut config = ShardConfig::new(64 * MIB, MAX_VALUE);
+    config.growth_factor = 1.05;
+    let mut s = Shard::new(config).unwrap();
+    let n = 100_000;
+    let value = [b'v'; 100];
+    for i in 0..n {
+        let k = format!("key:{i:010}");
+        assert_eq!(k.len(), 14);
+        assert_eq!(set(&mut s, k.as_bytes(), &value), StoreResult::Stored);
+    }
+    let class = s.class_for_item(14, 100).unwrap();
+    assert_eq!(s.slab_class_stats()[class - 1].chunk_size, 144);
+    let st = s.stats();
+    assert_eq!(st.curr_items, n as u64);
+    let pages = st.total_pages as usize * MIB;
+    let heap = s.heap_bytes();
+    let per_item = (pages + heap) as f64 / n as f64;
+    let outside = heap as f64 / n as f64;
+    println!("arena {pages} + heap {heap} bytes: {per_item:.1} bytes/item, {outside:.1} outside the chunk");
+    // Index ~5.7-11.4 (hashbrown load), sketch 8 x capacity rounded to a power of
+    // two, doorkeeper 1: at most 30 bytes outside the chunk.
+    assert!(
+        outside <= 30.0,
+        "{outside:.1} bytes per item outside the arena"
+    );
+    assert!(
+        per_item <= 144.0 + 30.0 + 2.0,
+        "{per_item:.1} bytes per item"
+    );
+    check_invariants(&s);
+}
+
+#[test]
+fn all_size_classes_at_three_times_the_limit_stay_within_it() {
+    let limit = 16 * MIB;
+    let mut s = shard(limit);
+    let mut written = 0usize;
+    let mut i = 0usize;
+    // Value sizes sweep every class, smallest to largest and back, until three
+    // times the limit has been written.
+    let sizes: Vec<usize> = (0..60)
+        .map(|k| ((1.2f64).powi(k) as usize).min(MAX_VALUE - 300))
+        .collect();
+    while written < 3 * limit {
+        for &len in sizes.iter().chain(sizes.iter().rev()) {
+            let v = vec![b'x'; len];
+            let k = format!("k{i}");
+            let r = set(&mut s, k.as_bytes(), &v);
+            assert!(
+                r == StoreResult::Stored || r == StoreResult::OutOfMemory,
+                "{r:?}"
+            );
+            written += len;
+            i += 1;
+        }
+    }
+    let st = s.stats();
+    assert!(st.total_pages as usize * MIB <= limit);
+    // Outside the arena: the documented bound (module docs, "Memory"): at most 30
+    // bytes per chunk the limit can hold (index, sketch, doorkeeper, free lists).
+    let bound = limit / 48 * 30;
+    assert!(s.heap_bytes() <= bound, "heap {} > {bound}", s.heap_bytes());
+    println!("heap {} bytes for a {limit}-byte limit", s.heap_bytes());
+    assert!(st.evictions > 0 && st.page_moves > 0, "{st:?}");
+    check_invariants(&s);
 }

@@ -6,11 +6,14 @@
 //! - `compare`: starts each server itself (same memory, same pinned CPUs,
 //!   persistence off), runs every workload at every pipeline depth against it,
 //!   and writes a markdown table, JSON and SVG charts.
+//! - `policy`: replays a cache trace through the shard's eviction policy (and LRU,
+//!   OPT) and prints hit ratios.
 
 mod client;
 mod compare;
 mod cpu;
 mod engine;
+mod policy;
 mod proto;
 mod recorder;
 mod report;
@@ -45,6 +48,8 @@ enum Cmd {
     /// Start corecache, memcached, redis-server and null servers in turn and
     /// compare them on the same workloads.
     Compare(compare::CompareArgs),
+    /// Hit ratio of W-TinyLFU (the shard's own policy code), LRU or OPT on a trace.
+    Policy(policy::PolicyArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -336,6 +341,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Compare(a) => compare::run(a),
+        Cmd::Policy(a) => policy::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,551 @@
+//! The eviction policy: W-TinyLFU, as Caffeine does it, with lists per slab class.
+//!
+//! (Einziger, Friedman, Manes, "TinyLFU: A Highly Efficient Cache Admission
+//! Policy", ACM ToS 2017, section 4 "W-TinyLFU"; Caffeine's `BoundedLocalCache`.)
+//!
+//! Every slab class has three LRU lists; an item is in exactly one:
+//!
+//! ```text
+//!   new item --> [ window (LRU, 1%) ] --candidate--> duel --> [ probation (20%) ] <--> [ protected (80%) ]
+//!                                                    |  loser evicted                hit: probation -> protected
+//!                                                    |  victim = probation LRU        overflow: protected -> probation
+//! ```
+//!
+//! - Every store enters the **window**, a small LRU that lets a burst of new keys
+//!   build up frequency before they must compete (paper section 4.1).
+//! - When the class must free a chunk and the window is full, the window's LRU
+//!   item (the *candidate*) meets the probation LRU item (the *victim*): the
+//!   candidate enters the main space only if the [`Sketch`] says it is seen more
+//!   often; the loser is evicted (section 3, "TinyLFU admission").
+//! - The main space is a segmented LRU: a hit in **probation** moves an item to
+//!   **protected**; protected overflow goes back to probation's MRU end.
+//! - A **hill climber** resizes the window: every sample period (10 x capacity
+//!   requests) it compares the hit ratio with the previous period's and keeps
+//!   stepping in the same direction while the ratio improves (Caffeine's
+//!   `climb()`). Recency-friendly traces grow the window towards LRU; frequency-
+//!   friendly ones shrink it. The window share is one figure per shard applied to
+//!   every class's capacity.
+//!
+//! The sketch is one per shard, so frequencies compare across classes; the shard
+//! uses that to decide which class gives up a page (see `Shard::rebalance`).
+//!
+//! The policy knows entries only by `u32` id and reaches their links through the
+//! [`Entries`] trait: the shard implements it on the arena (links in the item
+//! header), the policy simulator (`storage::sim`) on a plain vector. Both run this
+//! exact code.
+
+use super::sketch::Sketch;
+
+/// The "no entry" id that ends a list.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// Share of a class's capacity given to the window at start (Caffeine: 1%).
+const WINDOW_INITIAL_SHARE: f64 = 0.01;
+/// Share of the main space (capacity minus the initial window) for protected
+/// items; probation keeps the rest (20%) whatever the window's size.
+const MAIN_PROTECTED_SHARE: f64 = 0.80;
+/// Share of capacity that probation never gives to the window.
+const PROBATION_SHARE: f64 = (1.0 - MAIN_PROTECTED_SHARE) * (1.0 - WINDOW_INITIAL_SHARE);
+/// First hill climber step, as a share of capacity (Caffeine: 6.25%).
+const CLIMBER_STEP_SHARE: f64 = 0.0625;
+/// A hit ratio change this large restarts the climber at the full step.
+const CLIMBER_RESTART_THRESHOLD: f64 = 0.05;
+/// Each step smaller than a restart shrinks by this factor, so the window settles.
+const CLIMBER_STEP_DECAY: f64 = 0.98;
+/// A losing candidate at least this frequent is still admitted with probability
+/// 1/[`WARM_ADMIT_ODDS`]. Without this an attacker who makes the probation victim
+/// look hot (hash flooding, or just a hot victim) keeps every new item out
+/// (Caffeine's `ADMIT_HASHDOS_THRESHOLD`: counters halve from 15 to 7, so 6 is warm).
+const WARM_CANDIDATE_FREQUENCY: u8 = 6;
+const WARM_ADMIT_ODDS: u64 = 128;
+
+/// Which list an entry is on. Stored in 2 bits (`item.rs`: state bits 4-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    None = 0,
+    Window = 1,
+    Probation = 2,
+    Protected = 3,
+}
+
+impl Segment {
+    pub fn from_bits(b: u8) -> Segment {
+        match b & 3 {
+            1 => Segment::Window,
+            2 => Segment::Probation,
+            3 => Segment::Protected,
+            _ => Segment::None,
+        }
+    }
+}
+
+/// Link storage of the entries the policy orders.
+pub(crate) trait Entries {
+    fn prev(&self, id: u32) -> u32;
+    fn next(&self, id: u32) -> u32;
+    fn set_prev(&mut self, id: u32, v: u32);
+    fn set_next(&mut self, id: u32, v: u32);
+    fn segment(&self, id: u32) -> Segment;
+    fn set_segment(&mut self, id: u32, s: Segment);
+    /// The entry's key hash, for the sketch.
+    fn key_hash(&self, id: u32) -> u64;
+}
+
+/// One intrusive LRU list: `head` is the most recently used entry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct List {
+    pub head: u32,
+    pub tail: u32,
+    pub len: u32,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+/// A slab class's three lists and its capacity in entries.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ClassLists {
+    pub window: List,
+    pub probation: List,
+    pub protected: List,
+    pub capacity: u32,
+}
+
+impl ClassLists {
+    fn list(&mut self, s: Segment) -> &mut List {
+        match s {
+            Segment::Window => &mut self.window,
+            Segment::Probation => &mut self.probation,
+            Segment::Protected => &mut self.protected,
+            Segment::None => unreachable!("entry on no list"),
+        }
+    }
+}
+
+/// Policy figures for `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyStats {
+    /// Window candidates that beat the probation victim and entered the main space.
+    pub admitted: u64,
+    /// Window candidates evicted because the victim was as frequent or more.
+    pub rejected: u64,
+    /// Of `admitted`, warm losers let in at random (hash flooding defence).
+    pub admitted_random: u64,
+    /// Hill climber periods completed.
+    pub climbs: u64,
+    /// Sketch halvings.
+    pub sketch_resets: u64,
+}
+
+/// Caffeine's hill climber state, in shares of capacity.
+struct Climber {
+    hits: u64,
+    misses: u64,
+    previous_hit_rate: f64,
+    /// Signed: the next adjustment if the hit ratio keeps improving.
+    step: f64,
+}
+
+pub(crate) struct Policy {
+    pub classes: Vec<ClassLists>,
+    sketch: Sketch,
+    total_capacity: usize,
+    /// Share of every class's capacity for its window (0 ..= 1 - PROBATION_SHARE).
+    window_share: f64,
+    climber: Climber,
+    rng: u64,
+    pub stats: PolicyStats,
+}
+
+impl Policy {
+    /// A policy for `classes` lists, with a sketch sized for `capacity` entries to
+    /// start with (it grows with [`set_capacity`](Self::set_capacity)).
+    pub fn new(classes: usize, capacity: usize, seed: u64) -> Policy {
+        Policy {
+            classes: vec![ClassLists::default(); classes],
+            sketch: Sketch::new(capacity),
+            total_capacity: 0,
+            window_share: WINDOW_INITIAL_SHARE,
+            climber: Climber {
+                hits: 0,
+                misses: 0,
+                previous_hit_rate: 0.0,
+                step: -CLIMBER_STEP_SHARE,
+            },
+            rng: seed | 1,
+            stats: PolicyStats::default(),
+        }
+    }
+
+    /// The class now holds `capacity` entries at most (its pages x chunks per page).
+    /// The sketch grows with the total; lists shrink to the new maxima.
+    pub fn set_capacity<E: Entries>(&mut self, e: &mut E, class: usize, capacity: u32) {
+        let c = &mut self.classes[class];
+        self.total_capacity = self.total_capacity - c.capacity as usize + capacity as usize;
+        c.capacity = capacity;
+        self.sketch.ensure_capacity(self.total_capacity);
+        self.fit(e, class, false);
+    }
+
+    pub fn window_share(&self) -> f64 {
+        self.window_share
+    }
+
+    pub fn sketch_bytes(&self) -> usize {
+        self.sketch.heap_bytes()
+    }
+
+    pub fn stats(&self) -> PolicyStats {
+        PolicyStats {
+            sketch_resets: self.sketch.resets(),
+            ..self.stats
+        }
+    }
+
+    /// Estimated recent frequency of a key.
+    pub fn frequency(&self, key_hash: u64) -> u8 {
+        self.sketch.frequency(key_hash)
+    }
+
+    /// (window, protected) maxima of a class; probation gets the rest.
+    pub fn maxima(&self, class: usize) -> (u32, u32) {
+        let cap = self.classes[class].capacity;
+        if cap == 0 {
+            return (0, 0);
+        }
+        let window = ((self.window_share * cap as f64).round() as u32).clamp(1, cap);
+        let probation = (PROBATION_SHARE * cap as f64).round() as u32;
+        (window, cap.saturating_sub(window + probation))
+    }
+
+    // ----- the four calls the shard makes -------------------------------------
+
+    /// A new entry: counted in the sketch and put at the window's MRU end.
+    pub fn insert<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) {
+        self.sketch.increment(e.key_hash(id));
+        self.push_head(e, class, Segment::Window, id);
+        self.fit(e, class, false);
+    }
+
+    /// A read (or other use) of an entry: counted, moved to its list's MRU end, and
+    /// promoted from probation to protected.
+    pub fn access<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) {
+        self.sketch.increment(e.key_hash(id));
+        self.climber.hits += 1;
+        let seg = self.unlink(e, class, id);
+        let to = match seg {
+            Segment::Probation | Segment::Protected => Segment::Protected,
+            s => s,
+        };
+        self.push_head(e, class, to, id);
+        if seg == Segment::Probation {
+            self.fit(e, class, false);
+        }
+        self.maybe_climb(e);
+    }
+
+    /// A read that found nothing (for the hill climber's hit ratio).
+    pub fn record_miss<E: Entries>(&mut self, e: &mut E) {
+        self.climber.misses += 1;
+        self.maybe_climb(e);
+    }
+
+    /// Takes an entry off its list; returns the list it was on.
+    pub fn remove<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) -> Segment {
+        self.unlink(e, class, id)
+    }
+
+    /// Puts an entry whose item was rewritten in place back on `seg` (its list
+    /// before the rewrite), as an access.
+    pub fn reinsert<E: Entries>(&mut self, e: &mut E, class: usize, id: u32, seg: Segment) {
+        self.sketch.increment(e.key_hash(id));
+        let to = match seg {
+            Segment::None => Segment::Window,
+            Segment::Probation => Segment::Protected,
+            s => s,
+        };
+        self.push_head(e, class, to, id);
+        self.fit(e, class, false);
+    }
+
+    /// The entry to evict so that the class can take one more entry (which will
+    /// enter the window); never `protect`. If the window is full, its LRU entry
+    /// duels probation's LRU entry and the winner stays (moved to probation);
+    /// otherwise (the climber grew the window) the main space gives up its LRU
+    /// entry. The entry returned is still on its list: the caller removes it.
+    pub fn victim<E: Entries>(&mut self, e: &mut E, class: usize, protect: u32) -> Option<u32> {
+        let (window_max, _) = self.maxima(class);
+        let lists = self.classes[class];
+        let tail = |l: &List| {
+            let t = if l.tail == protect && l.tail != NIL {
+                e.prev(l.tail)
+            } else {
+                l.tail
+            };
+            (t != NIL).then_some(t)
+        };
+        let main_victim = tail(&lists.probation).or_else(|| tail(&lists.protected));
+        let candidate = tail(&lists.window);
+        if lists.window.len < window_max {
+            return main_victim.or(candidate);
+        }
+        match (candidate, main_victim) {
+            (Some(c), Some(v)) => {
+                if self.admit(e.key_hash(c), e.key_hash(v)) {
+                    self.unlink(e, class, c);
+                    self.push_head(e, class, Segment::Probation, c);
+                    Some(v)
+                } else {
+                    self.stats.rejected += 1;
+                    Some(c)
+                }
+            }
+            (c, v) => c.or(v),
+        }
+    }
+
+    /// TinyLFU's admission test (paper section 3) with Caffeine's defence against
+    /// hash flooding.
+    fn admit(&mut self, candidate: u64, victim: u64) -> bool {
+        let c = self.sketch.frequency(candidate);
+        let v = self.sketch.frequency(victim);
+        if c > v {
+            self.stats.admitted += 1;
+            return true;
+        }
+        if c >= WARM_CANDIDATE_FREQUENCY && self.random() % WARM_ADMIT_ODDS == 0 {
+            self.stats.admitted += 1;
+            self.stats.admitted_random += 1;
+            return true;
+        }
+        false
+    }
+
+    /// xorshift64*: cheap, and a fixed seed makes simulator runs repeatable.
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    // ----- hill climber --------------------------------------------------------
+
+    /// Caffeine's `climb()`: once a sample period of requests is in, step the
+    /// window share in the direction that improved the hit ratio.
+    fn maybe_climb<E: Entries>(&mut self, e: &mut E) {
+        let c = &mut self.climber;
+        let requests = c.hits + c.misses;
+        if requests < crate::storage::sketch::SAMPLE_MULTIPLIER * self.sketch.capacity() as u64 {
+            return;
+        }
+        let hit_rate = c.hits as f64 / requests as f64;
+        let change = hit_rate - c.previous_hit_rate;
+        let amount = if change >= 0.0 { c.step } else { -c.step };
+        c.step = if change.abs() >= CLIMBER_RESTART_THRESHOLD {
+            CLIMBER_STEP_SHARE * amount.signum()
+        } else {
+            CLIMBER_STEP_DECAY * amount
+        };
+        c.previous_hit_rate = hit_rate;
+        c.hits = 0;
+        c.misses = 0;
+        self.stats.climbs += 1;
+        self.window_share = (self.window_share + amount).clamp(0.0, 1.0 - PROBATION_SHARE);
+        for class in 0..self.classes.len() {
+            self.fit(e, class, true);
+        }
+    }
+
+    /// Moves entries between lists until each is within its maximum: protected
+    /// overflow to probation, window overflow to probation (no duel: the class
+    /// had room). With `grow`, also moves main LRU entries into a window below its
+    /// maximum when the main space holds more than its share (Caffeine's
+    /// `increaseWindow`).
+    fn fit<E: Entries>(&mut self, e: &mut E, class: usize, grow: bool) {
+        let (window_max, protected_max) = self.maxima(class);
+        let cap = self.classes[class].capacity;
+        loop {
+            let l = self.classes[class];
+            let from = if l.protected.len > protected_max {
+                (l.protected.tail, Segment::Probation)
+            } else if l.window.len > window_max {
+                (l.window.tail, Segment::Probation)
+            } else if grow
+                && l.window.len < window_max
+                && l.probation.len + l.protected.len > cap - window_max
+            {
+                let t = if l.probation.tail != NIL {
+                    l.probation.tail
+                } else {
+                    l.protected.tail
+                };
+                (t, Segment::Window)
+            } else {
+                return;
+            };
+            self.unlink(e, class, from.0);
+            self.push_head(e, class, from.1, from.0);
+        }
+    }
+
+    // ----- list operations -----------------------------------------------------
+
+    fn push_head<E: Entries>(&mut self, e: &mut E, class: usize, seg: Segment, id: u32) {
+        let list = self.classes[class].list(seg);
+        let head = list.head;
+        e.set_prev(id, NIL);
+        e.set_next(id, head);
+        e.set_segment(id, seg);
+        if head != NIL {
+            e.set_prev(head, id);
+        } else {
+            list.tail = id;
+        }
+        list.head = id;
+        list.len += 1;
+    }
+
+    fn unlink<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) -> Segment {
+        let seg = e.segment(id);
+        let (prev, next) = (e.prev(id), e.next(id));
+        let list = self.classes[class].list(seg);
+        if prev != NIL {
+            e.set_next(prev, next);
+        } else {
+            list.head = next;
+        }
+        if next != NIL {
+            e.set_prev(next, prev);
+        } else {
+            list.tail = prev;
+        }
+        list.len -= 1;
+        e.set_prev(id, NIL);
+        e.set_next(id, NIL);
+        e.set_segment(id, Segment::None);
+        seg
+    }
+}
+
+/// The entries of one list from `head` (most recent) on.
+pub(crate) fn iter<E: Entries>(e: &E, head: u32) -> impl Iterator<Item = u32> + '_ {
+    let mut id = head;
+    std::iter::from_fn(move || {
+        if id == NIL {
+            return None;
+        }
+        let cur = id;
+        id = e.next(cur);
+        Some(cur)
+    })
+}
+
+/// The entries of one list from `tail` (least recent) back.
+pub(crate) fn iter_back<E: Entries>(e: &E, tail: u32) -> impl Iterator<Item = u32> + '_ {
+    let mut id = tail;
+    std::iter::from_fn(move || {
+        if id == NIL {
+            return None;
+        }
+        let cur = id;
+        id = e.prev(cur);
+        Some(cur)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Vecs {
+        links: Vec<(u32, u32, Segment)>,
+    }
+
+    impl Entries for Vecs {
+        fn prev(&self, id: u32) -> u32 {
+            self.links[id as usize].0
+        }
+        fn next(&self, id: u32) -> u32 {
+            self.links[id as usize].1
+        }
+        fn set_prev(&mut self, id: u32, v: u32) {
+            self.links[id as usize].0 = v
+        }
+        fn set_next(&mut self, id: u32, v: u32) {
+            self.links[id as usize].1 = v
+        }
+        fn segment(&self, id: u32) -> Segment {
+            self.links[id as usize].2
+        }
+        fn set_segment(&mut self, id: u32, s: Segment) {
+            self.links[id as usize].2 = s
+        }
+        fn key_hash(&self, id: u32) -> u64 {
+            (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        }
+    }
+
+    fn setup(cap: u32) -> (Policy, Vecs) {
+        let mut p = Policy::new(1, cap as usize, 1);
+        let mut e = Vecs {
+            links: vec![(NIL, NIL, Segment::None); 1000],
+        };
+        p.set_capacity(&mut e, 0, cap);
+        (p, e)
+    }
+
+    #[test]
+    fn maxima_follow_caffeine() {
+        let (p, _) = setup(1000);
+        assert_eq!(p.maxima(0), (10, 792));
+        let (p, _) = setup(500);
+        assert_eq!(p.maxima(0), (5, 396));
+        let (p, _) = setup(1);
+        assert_eq!(p.maxima(0), (1, 0));
+    }
+
+    #[test]
+    fn window_overflow_goes_to_probation_and_hits_promote() {
+        let (mut p, mut e) = setup(100);
+        for id in 0..3 {
+            p.insert(&mut e, 0, id);
+        }
+        let l = p.classes[0];
+        assert_eq!((l.window.len, l.probation.len), (1, 2));
+        assert_eq!(e.segment(2), Segment::Window);
+        p.access(&mut e, 0, 0);
+        assert_eq!(e.segment(0), Segment::Protected);
+        assert_eq!(p.classes[0].protected.len, 1);
+    }
+
+    #[test]
+    fn a_frequent_candidate_beats_the_victim_and_a_new_one_loses() {
+        let (mut p, mut e) = setup(10);
+        for id in 0..10 {
+            p.insert(&mut e, 0, id);
+        }
+        // Window holds 9 (the newest); 0 is in probation (the victim), 9 in the window.
+        let l = p.classes[0];
+        assert_eq!((l.window.len, l.window.head), (1, 9));
+        // A candidate seen once more than the victim wins.
+        p.access(&mut e, 0, 9);
+        let v = p.victim(&mut e, 0, NIL).unwrap();
+        assert_ne!(v, 9);
+        assert_eq!(e.segment(9), Segment::Probation);
+        assert_eq!(p.stats.admitted, 1);
+        p.remove(&mut e, 0, v);
+        p.insert(&mut e, 0, 10);
+        // A fresh candidate (seen once) does not beat a victim seen once.
+        let v = p.victim(&mut e, 0, NIL).unwrap();
+        assert_eq!(v, 10);
+        assert_eq!(p.stats.rejected, 1);
+    }
+}
