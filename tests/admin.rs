@@ -349,3 +349,35 @@ fn bad_flags_exit_with_code_two() {
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
 }
+
+/// `stats` reports the eviction policy: its lists and its admission duels.
+#[test]
+fn stats_report_the_eviction_policy() {
+    if skip_unless_corecache("W-TinyLFU figures in stats") {
+        return;
+    }
+    let s = Server::start(&["-m", "8", "-t", "1"]);
+    let mut c = s.client();
+    let value = vec![b'v'; 1000];
+    let mut batch = Vec::new();
+    for i in 0..20_000 {
+        batch.extend_from_slice(format!("set k{i} 0 0 {} noreply\r\n", value.len()).as_bytes());
+        batch.extend_from_slice(&value);
+        batch.extend_from_slice(b"\r\n");
+    }
+    c.send(&batch);
+    c.expect_version();
+    let st = c.stats("");
+    let n = |name: &str| -> u64 { st[name].parse().unwrap() };
+    assert!(n("evictions") > 0, "{st:?}");
+    assert!(
+        n("policy_admissions") + n("policy_rejections") > 0,
+        "{st:?}"
+    );
+    assert_eq!(
+        n("policy_window_items") + n("policy_probation_items") + n("policy_protected_items"),
+        n("curr_items")
+    );
+    assert!(n("policy_window_permille") >= 1 && n("policy_window_permille") < 1000);
+    assert!(n("policy_sketch_bytes") > 0);
+}

@@ -100,8 +100,16 @@ fn general_stats(shared: &Shared, now: u32, out: &mut Vec<u8>) {
             .sum();
         reply::push_stat(out, name, total);
     }
-    reply::push_stat(out, "get_expired", sum(cores, |c| c.gauges.get_expired.get()));
-    reply::push_stat(out, "get_flushed", sum(cores, |c| c.gauges.get_flushed.get()));
+    reply::push_stat(
+        out,
+        "get_expired",
+        sum(cores, |c| c.gauges.get_expired.get()),
+    );
+    reply::push_stat(
+        out,
+        "get_flushed",
+        sum(cores, |c| c.gauges.get_flushed.get()),
+    );
     reply::push_stat(out, "limit_maxbytes", shared.memory_limit.current());
     reply::push_stat(
         out,
@@ -132,6 +140,48 @@ fn general_stats(shared: &Shared, now: u32, out: &mut Vec<u8>) {
         out,
         "total_pages",
         sum(cores, |c| c.gauges.total_pages.get()),
+    );
+    reply::push_stat(
+        out,
+        "slabs_moved",
+        sum(cores, |c| c.gauges.slabs_moved.get()),
+    );
+    // The eviction policy (W-TinyLFU): its lists, its admission duels, and the
+    // admission window's share of capacity, averaged over the cores.
+    reply::push_stat(
+        out,
+        "policy_window_items",
+        sum(cores, |c| c.gauges.window_items.get()),
+    );
+    reply::push_stat(
+        out,
+        "policy_probation_items",
+        sum(cores, |c| c.gauges.probation_items.get()),
+    );
+    reply::push_stat(
+        out,
+        "policy_protected_items",
+        sum(cores, |c| c.gauges.protected_items.get()),
+    );
+    reply::push_stat(
+        out,
+        "policy_admissions",
+        sum(cores, |c| c.gauges.admissions.get()),
+    );
+    reply::push_stat(
+        out,
+        "policy_rejections",
+        sum(cores, |c| c.gauges.rejections.get()),
+    );
+    reply::push_stat(
+        out,
+        "policy_window_permille",
+        sum(cores, |c| c.gauges.window_permille.get()) / cores.len() as u64,
+    );
+    reply::push_stat(
+        out,
+        "policy_sketch_bytes",
+        sum(cores, |c| c.gauges.sketch_bytes.get()),
     );
     // corecache's own: what a smart client needs to route keys itself.
     reply::push_stat(out, "cores", cores.len());

@@ -728,6 +728,14 @@ impl CoreState {
         gauges.reclaimed.set(stats.reclaimed);
         gauges.get_expired.set(stats.get_expired);
         gauges.get_flushed.set(stats.get_flushed);
+        gauges.slabs_moved.set(stats.page_moves);
+        gauges.window_permille.set(stats.window_permille);
+        gauges.window_items.set(stats.window_items);
+        gauges.probation_items.set(stats.probation_items);
+        gauges.protected_items.set(stats.protected_items);
+        gauges.admissions.set(stats.admissions);
+        gauges.rejections.set(stats.rejections);
+        gauges.sketch_bytes.set(stats.sketch_bytes);
         gauges.total_pages.set(stats.total_pages);
     }
 

@@ -99,6 +99,14 @@ pub struct ShardGauges {
     pub get_flushed: Counter,
     pub total_pages: Counter,
     pub curr_connections: Counter,
+    pub slabs_moved: Counter,
+    pub window_permille: Counter,
+    pub window_items: Counter,
+    pub probation_items: Counter,
+    pub protected_items: Counter,
+    pub admissions: Counter,
+    pub rejections: Counter,
+    pub sketch_bytes: Counter,
 }
 
 /// Everything one core publishes.
