@@ -15,7 +15,7 @@
 //! bytes), a TTL heap entry of 8 bytes for items with an expiry (the heap is
 //! compacted when it holds over twice the live items), 4 bytes per free chunk
 //! on free lists, and 16 bytes per page. The header inside the chunk is
-//! `item::HEADER` (30) bytes, drawn in `item.rs`.
+//! `item::HEADER` (34) bytes, drawn in `item.rs`.
 //!
 //! Pages emptied by lowering the limit go to a pool for reuse but stay resident
 //! (giving them back to the kernel needs `madvise(DONTNEED)`, an `unsafe` call not
@@ -30,6 +30,7 @@
 
 mod item;
 mod lru;
+mod meta;
 mod slab;
 
 #[cfg(test)]
@@ -47,6 +48,11 @@ use crate::keyhash::key_hash;
 use item::{HEADER, NIL};
 use lru::Lru;
 use slab::Slabs;
+
+pub use meta::{
+    MetaArith, MetaArithResult, MetaDebug, MetaDelete, MetaDeleteResult, MetaGet, MetaHit, MetaSet,
+    MetaSetMode,
+};
 
 /// memcached's longest key.
 pub const KEY_MAX: usize = 250;
@@ -354,31 +360,13 @@ impl Shard {
         match mode {
             StoreMode::Append | StoreMode::Prepend => {
                 let id = old.expect("checked above");
-                let b = self.slabs.item(id);
-                let (old_flags, old_expiry) = (item::flags(b), item::expiry(b));
-                let old_value = item::value(b);
-                if old_value.len() + value.len() > self.config.max_item_size {
-                    return StoreResult::NotStored;
-                }
-                let mut joined = std::mem::take(&mut self.scratch);
-                joined.clear();
-                if mode == StoreMode::Append {
-                    joined.extend_from_slice(old_value);
-                    joined.extend_from_slice(value);
-                } else {
-                    joined.extend_from_slice(value);
-                    joined.extend_from_slice(old_value);
-                }
-                let ok = self.put(key, hash, old, old_flags, old_expiry, &joined);
-                self.scratch = joined;
-                if ok {
-                    StoreResult::Stored
-                } else {
-                    StoreResult::NotStored
+                match self.join(key, hash, id, value, mode == StoreMode::Append) {
+                    Some(_) => StoreResult::Stored,
+                    None => StoreResult::NotStored,
                 }
             }
             _ => {
-                if self.put(key, hash, old, flags, expiry, value) {
+                if self.put(key, hash, old, flags, expiry, value).is_some() {
                     StoreResult::Stored
                 } else {
                     if mode == StoreMode::Set {
@@ -388,6 +376,30 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Appends (or prepends) `value` to item `id`'s value, keeping its flags and
+    /// expiry; the joined item's chunk, or None if it would be too large or no
+    /// chunk could be had.
+    fn join(&mut self, key: &[u8], hash: u64, id: u32, value: &[u8], append: bool) -> Option<u32> {
+        let b = self.slabs.item(id);
+        let (old_flags, old_expiry) = (item::flags(b), item::expiry(b));
+        let old_value = item::value(b);
+        if old_value.len() + value.len() > self.config.max_item_size {
+            return None;
+        }
+        let mut joined = std::mem::take(&mut self.scratch);
+        joined.clear();
+        if append {
+            joined.extend_from_slice(old_value);
+            joined.extend_from_slice(value);
+        } else {
+            joined.extend_from_slice(value);
+            joined.extend_from_slice(old_value);
+        }
+        let new = self.put(key, hash, Some(id), old_flags, old_expiry, &joined);
+        self.scratch = joined;
+        new
     }
 
     /// Removes a key; false if it was absent.
@@ -430,7 +442,7 @@ impl Shard {
         };
         let mut digits = [0u8; 20];
         let text = format_u64(result, &mut digits);
-        if self.put(key, hash, Some(id), flags, expiry, text) {
+        if self.put(key, hash, Some(id), flags, expiry, text).is_some() {
             ArithResult::Value(result)
         } else {
             // The new value does not fit anywhere (a shard with almost no memory):
@@ -627,6 +639,7 @@ impl Shard {
         {
             let b = self.slabs.item_mut(id);
             item::set_state(b, item::state(b) | item::FETCHED);
+            item::set_atime(b, self.now);
         }
         Lru::access(&mut self.slabs, id);
         let cas = self.reported_cas(id);
@@ -672,8 +685,8 @@ impl Shard {
 
     /// Writes an item for `key` with `value`, replacing `old` (the key's current
     /// chunk, if any): in place when the new size falls in the same class, else in
-    /// a new chunk (evicting if needed, never `old`). False if no chunk could be
-    /// had; then nothing has changed.
+    /// a new chunk (evicting if needed, never `old`). Returns the item's chunk, or
+    /// None if no chunk could be had; then nothing has changed.
     fn put(
         &mut self,
         key: &[u8],
@@ -682,11 +695,9 @@ impl Shard {
         flags: u32,
         expiry: u32,
         value: &[u8],
-    ) -> bool {
+    ) -> Option<u32> {
         let size = item::total_size(key.len(), value.len());
-        let Some(class) = self.slabs.class_for(size) else {
-            return false;
-        };
+        let class = self.slabs.class_for(size)?;
         let id = match old {
             Some(o) if self.slabs.class_of(o) == class => {
                 Lru::remove(&mut self.slabs, o);
@@ -694,14 +705,11 @@ impl Shard {
                 self.stats.curr_items -= 1;
                 o
             }
-            _ => match self.alloc(class, old.unwrap_or(NIL)) {
-                Some(id) => id,
-                None => return false,
-            },
+            _ => self.alloc(class, old.unwrap_or(NIL))?,
         };
         let cas = self.next_cas();
         let b = self.slabs.item_mut(id);
-        item::init(b, key, flags, expiry, cas, value.len());
+        item::init(b, key, flags, expiry, cas, value.len(), self.now);
         item::value_mut(b).copy_from_slice(value);
         Lru::insert(&mut self.slabs, id);
         self.stats.curr_items += 1;
@@ -725,7 +733,7 @@ impl Shard {
             }
         }
         self.ttl_push(expiry, id);
-        true
+        Some(id)
     }
 
     /// A chunk of `class`, evicting from it or taking a page from another class if
