@@ -35,21 +35,12 @@ pub enum MetaCommand {
     Debug,
 }
 
-impl MetaCommand {
-    /// The flags this command accepts (memcached 1.6.18's lists, plus `E` for
-    /// every command and `N` for `ms`, as later 1.6 releases do). `P` and `L`
-    /// are proxy hints, accepted and ignored.
-    fn accepts(self, flag: u8) -> bool {
-        let allowed: &[u8] = match self {
-            MetaCommand::Get => b"bcfhklOqstuvCENRTPL",
-            MetaCommand::Set => b"bcCEFIkOqsTMNPL",
-            MetaCommand::Delete => b"bCEIkOqTPL",
-            MetaCommand::Arith => b"bCENJDTMOqtcvkPL",
-            MetaCommand::Debug => b"b",
-        };
-        allowed.contains(&flag)
-    }
+/// The flags memcached 1.6.18 knows, for every meta command alike (a command
+/// ignores the ones it has no use for), plus `E` (explicit CAS) from later 1.6
+/// releases. `P` and `L` are proxy hints, accepted and ignored.
+const KNOWN_FLAGS: &[u8] = b"bcfhklqstuvCDEFIJLMNOPRT";
 
+impl MetaCommand {
     /// memcached's reply for a flag error of this command.
     fn error(self, e: FlagError) -> &'static [u8] {
         use FlagError::*;
@@ -268,7 +259,7 @@ fn parse_flags(command: MetaCommand, tokens: &[u8]) -> Result<MetaFlags<'_>, Fla
     for token in f.iter() {
         let flag = token[0];
         let value = &token[1..];
-        if !flag.is_ascii_alphabetic() || !command.accepts(flag) {
+        if !KNOWN_FLAGS.contains(&flag) {
             return Err(FlagError::Invalid);
         }
         let bit = 1u64 << (flag - b'A');
@@ -284,7 +275,10 @@ fn parse_flags(command: MetaCommand, tokens: &[u8]) -> Result<MetaFlags<'_>, Fla
             b'u' => f.no_bump = true,
             b'v' => f.value = true,
             b'I' => f.invalidate = true,
-            b'O' if token.len() > MAX_OPAQUE_TOKEN => return Err(FlagError::OpaqueTooLong),
+            // 1.6.18 does not check the opaque's length for ma.
+            b'O' if token.len() > MAX_OPAQUE_TOKEN && command != MetaCommand::Arith => {
+                return Err(FlagError::OpaqueTooLong)
+            }
             b'T' => f.touch = Some(ttl()?),
             b'N' => f.vivify = Some(ttl()?),
             b'R' => f.recache = Some(ttl()?),
@@ -296,7 +290,7 @@ fn parse_flags(command: MetaCommand, tokens: &[u8]) -> Result<MetaFlags<'_>, Fla
             b'F' => f.client_flags = Some(number()? as u32),
             b'M' => match (command, value.first()) {
                 (MetaCommand::Set, Some(m)) => {
-                    f.set_mode = match m.to_ascii_uppercase() {
+                    f.set_mode = match m {
                         b'E' => SetMode::Add,
                         b'A' => SetMode::Append,
                         b'P' => SetMode::Prepend,
@@ -307,12 +301,13 @@ fn parse_flags(command: MetaCommand, tokens: &[u8]) -> Result<MetaFlags<'_>, Fla
                 }
                 (MetaCommand::Arith, Some(m)) => {
                     f.incr = match m {
-                        b'I' | b'i' | b'+' => true,
-                        b'D' | b'd' | b'-' => false,
+                        b'I' | b'+' => true,
+                        b'D' | b'-' => false,
                         _ => return Err(FlagError::BadMode),
                     }
                 }
-                _ => return Err(FlagError::BadMode),
+                (MetaCommand::Set | MetaCommand::Arith, None) => return Err(FlagError::BadMode),
+                _ => {}
             },
             _ => {}
         }
@@ -486,6 +481,10 @@ mod tests {
         assert_eq!(error(b"ms a\r\n").0, reply::BAD_FORMAT);
         assert_eq!(error(b"md a Cx\r\n").0, INVALID_OR_DUPLICATE);
         assert_eq!(error(b"ma a v v\r\n").0, INVALID_OR_DUPLICATE);
+        assert_eq!(error(b"md a zz\r\n").0, INVALID_OR_DUPLICATE);
+        // Known flags a command has no use for are ignored, as in 1.6.18.
+        assert_eq!(meta(b"md a v N5 M1\r\n").key(), b"a");
+        assert_eq!(error(b"ms a 1 Ms\r\nx\r\n").0, BAD_MS_MODE);
         assert_eq!(error(b"ma a Mx\r\n").0, BAD_MA_MODE);
         assert_eq!(error(b"mg\r\n").0, reply::ERROR);
         let long = format!("mg {}\r\n", "k".repeat(251));
