@@ -89,8 +89,8 @@ impl ShardConfig {
     /// `max_item_size` needs it), growth factor 1.25, 48-byte smallest chunk, CAS on.
     ///
     /// `max_item_size` bounds the value alone, so with `-I 1m` passed as 1 MiB the
-    /// largest item (30-byte header + 250-byte key + 1 MiB) needs a page of
-    /// 1 MiB + 280 bytes, and a 4 MiB shard fits 3 pages, not 4. memcached's `-I`
+    /// largest item (34-byte header + 250-byte key + 1 MiB) needs a page of
+    /// 1 MiB + 284 bytes, and a 4 MiB shard fits 3 pages, not 4. memcached's `-I`
     /// bounds the whole item; passing `-I` minus [`KEY_MAX`] and the header keeps
     /// pages at exactly 1 MiB.
     pub fn new(memory_limit: usize, max_item_size: usize) -> Self {
