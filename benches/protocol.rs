@@ -49,6 +49,14 @@ fn bench_parser(c: &mut Criterion) {
             v
         }),
         ("multiget_10", vec![multiget.clone()]),
+        // Meta commands: the usual read (value, flags, TTL) and a store.
+        ("meta_mg_vft", vec![b"mg user:000042 v f t\r\n".to_vec()]),
+        ("meta_ms_100b", {
+            let mut ms = b"ms user:000042 100 T300 F0\r\n".to_vec();
+            ms.extend_from_slice(&value);
+            ms.extend_from_slice(b"\r\n");
+            vec![ms]
+        }),
     ] {
         let buf = pipeline(&requests, 16);
         let n = parse_all(&buf);

@@ -2,11 +2,14 @@
 //! - libmemcached's `memccapable -a` (the ASCII protocol conformance checks; Debian's
 //!   libmemcached-tools names it `memccapable`, other builds `memcapable`);
 //! - pymemcache's own integration tests (`pymemcache/test/test_integration.py`, shipped
-//!   in the pymemcache wheel), run with pytest against our port.
+//!   in the pymemcache wheel), run with pytest against our port;
+//! - meta-memcache (PyPI `meta-memcache`), a meta-protocol client, driven by
+//!   `tests/clients/meta_memcache_check.py` (its herd-control policies included).
 //!
 //! A missing tool skips the test with a note, except in CI (`CI` set), where it fails:
 //! `.ci/run` installs them. `CORECACHE_TEST_PYTHON` picks the Python interpreter
-//! (default `python3`); `.ci/run` points it at a venv holding pymemcache and pytest.
+//! (default `python3`); `.ci/run` points it at a venv holding pymemcache, pytest and
+//! meta-memcache.
 
 mod common;
 use common::*;
@@ -148,6 +151,39 @@ fn pymemcache_integration_suite() {
     assert!(
         ok && out.contains(" passed") && !out.contains(" failed") && !out.contains(" error"),
         "pymemcache integration tests failed against {}:\n{out}\nserver output:\n{}",
+        server_path(),
+        s.output()
+    );
+}
+
+/// meta-memcache (PyPI), a meta-protocol client: `tests/clients/meta_memcache_check.py`
+/// drives it against a two-core server, herd-control policies included.
+#[test]
+fn meta_memcache_client() {
+    let python = std::env::var("CORECACHE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import meta_memcache"])
+        .output();
+    if !matches!(probe, Ok(ref o) if o.status.success()) {
+        return missing(&format!(
+            "meta-memcache for {python} (pip install meta-memcache)"
+        ));
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/meta_memcache_check.py"
+    );
+    let s = Server::start(&["-t", "2"]);
+    let (ok, out) = run_with_timeout(
+        Command::new(&python)
+            .args([script, &s.port.to_string()])
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        Duration::from_secs(60),
+    );
+    println!("{out}");
+    assert!(
+        ok && out.contains("checks passed"),
+        "meta-memcache checks failed against {}:\n{out}\nserver output:\n{}",
         server_path(),
         s.output()
     );

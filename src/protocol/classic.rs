@@ -1,10 +1,12 @@
 //! The classic memcached text commands: check a buffered request for
 //! completeness, then parse it into a borrowed [`Request`].
 
+use super::meta::{parse_meta, MetaCommand};
 use super::reply;
 use super::{GetKind, Keys, ParseLimits, Request, StoreKind, KEY_MAX_LENGTH, MAX_LINE_LENGTH};
 
 /// The outcome of looking at the front of a connection's read buffer.
+#[allow(clippy::large_enum_variant)] // see `Request`
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
     /// No complete request yet: read more bytes and look again.
@@ -181,6 +183,12 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
             }
         }
         b"stats" => Request::Stats { args: Keys(args) },
+        b"mg" => return parse_meta(MetaCommand::Get, args, buf, line_len, limits),
+        b"ms" => return parse_meta(MetaCommand::Set, args, buf, line_len, limits),
+        b"md" => return parse_meta(MetaCommand::Delete, args, buf, line_len, limits),
+        b"ma" => return parse_meta(MetaCommand::Arith, args, buf, line_len, limits),
+        b"me" => return parse_meta(MetaCommand::Debug, args, buf, line_len, limits),
+        b"mn" => Request::MetaNoop,
         _ => return error(reply::ERROR),
     };
     Parsed::Request {

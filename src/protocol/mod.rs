@@ -6,9 +6,11 @@
 //! needed, or produces memcached's error reply. Nothing is allocated on the way.
 
 pub mod classic;
+pub mod meta;
 pub mod reply;
 
 pub use classic::{parse, Parsed};
+pub use meta::{MetaCommand, MetaFlags, MetaRequest, SetMode};
 
 /// Longest key memcached accepts (`KEY_MAX_LENGTH`).
 pub const KEY_MAX_LENGTH: usize = 250;
@@ -49,7 +51,11 @@ pub struct GetKind {
     pub touch: Option<i64>,
 }
 
-/// One complete classic request, borrowing its key(s) and data from the read buffer.
+/// One complete request, borrowing its key(s) and data from the read buffer.
+///
+/// A meta request carries its base64-decoded key inline (up to 250 bytes), so
+/// this enum is about 300 bytes: the price of parsing without allocating.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
     Store {
@@ -100,22 +106,29 @@ pub enum Request<'a> {
     Stats {
         args: Keys<'a>,
     },
+    /// `mg`, `ms`, `md`, `ma`, `me`: one key, routed like the classic commands.
+    Meta(MetaRequest<'a>),
+    /// `mn`: answers `MN`, marking the end of a pipeline of quiet meta requests.
+    MetaNoop,
 }
 
 impl<'a> Request<'a> {
     /// The single key a request is about, for routing to its owner; `None` for
     /// multi-key retrievals (routed key by key) and for server-wide commands.
-    pub fn single_key(&self) -> Option<&'a [u8]> {
+    /// A meta request's key is the decoded one when it was sent in base64.
+    pub fn single_key(&self) -> Option<&[u8]> {
         match self {
             Request::Store { key, .. }
             | Request::Delete { key, .. }
             | Request::Arith { key, .. }
             | Request::Touch { key, .. } => Some(key),
+            Request::Meta(m) => Some(m.key()),
             _ => None,
         }
     }
 
-    /// Whether the client asked for no reply.
+    /// Whether the client asked for no reply. Never for meta requests: `q` hides
+    /// only some replies, so the owner decides (an empty reply is fine).
     pub fn noreply(&self) -> bool {
         match self {
             Request::Store { noreply, .. }

@@ -605,6 +605,8 @@ impl CoreState {
                 );
             }
             Request::Quit => connection.close(Closing::AfterReplies),
+            // After every earlier reply, held ones included: the slots keep order.
+            Request::MetaNoop => connection.reply_buffer().extend_from_slice(b"MN\r\n"),
             _ => unreachable!("keyed requests are dispatched above"),
         }
     }

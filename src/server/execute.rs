@@ -8,7 +8,7 @@ use crate::server::stats::CoreStats;
 use crate::storage::{ArithResult, Shard, StoreMode, StoreResult};
 
 /// A CAS value no item carries when CAS is disabled (their CAS is 0).
-const NO_CAS_MATCHES: u64 = u64::MAX;
+pub(crate) const NO_CAS_MATCHES: u64 = u64::MAX;
 
 /// What a request needs besides the shard.
 pub struct Executor<'a> {
@@ -79,6 +79,10 @@ impl Executor<'_> {
                     self.get(key, kind, out);
                 }
                 out.extend_from_slice(reply::END);
+                return;
+            }
+            Request::Meta(ref m) => {
+                self.meta(m, out);
                 return;
             }
             _ => unreachable!("not a keyed request: {request:?}"),

@@ -6,6 +6,7 @@ pub mod connection;
 mod core;
 pub mod execute;
 pub mod listener;
+mod meta;
 pub mod reactor;
 pub mod routing;
 pub mod stats;

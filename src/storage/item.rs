@@ -3,22 +3,25 @@
 //! An item is its header, then the key, then the value, inline in one chunk:
 //!
 //! ```text
-//! byte  0         4         8        12                 20        24        28   29   30
-//!       +---------+---------+---------+------------------+---------+---------+----+----+-----+-------+
-//!       | prev    | next    | expiry  | cas              | flags   | val_len |klen|stat| key | value |
-//!       | u32 id  | u32 id  | u32 s   | u64              | u32     | u32     | u8 | u8 |     |       |
-//!       +---------+---------+---------+------------------+---------+---------+----+----+-----+-------+
+//! byte  0         4         8        12                 20        24        28        32   33   34
+//!       +---------+---------+---------+------------------+---------+---------+---------+----+----+-----+-------+
+//!       | prev    | next    | expiry  | cas              | flags   | val_len | atime   |klen|stat| key | value |
+//!       | u32 id  | u32 id  | u32 s   | u64              | u32     | u32     | u32 s   | u8 | u8 |     |       |
+//!       +---------+---------+---------+------------------+---------+---------+---------+----+----+-----+-------+
 //!
-//! state (byte 29):  bit 0  LIVE     the chunk holds an item that is in the index
-//!                   bit 1  FETCHED  the item was read since it was stored
-//!                   bits 2-3        reserved (meta protocol: STALE, WIN)
-//!                   bits 4-5  SEGMENT  the policy list the item is on: 0 none,
-//!                                      1 window, 2 probation, 3 protected
-//!                   bits 6-7        zero
+//! state (byte 33):  bit 0  LIVE      the chunk holds an item that is in the index
+//!                   bit 1  FETCHED   the item was read since it was stored (meta `h`)
+//!                   bit 2  STALE     `md <key> I` (or `ms ... C<older cas> I`) marked
+//!                                    it stale: readers get `X` and may serve it
+//!                   bit 3  WIN_SENT  a win token (`W`) was handed out for it: later
+//!                                    meta readers get `Z` until a store replaces it
+//!                   bits 4-5 SEGMENT the policy list the item is on: 0 none,
+//!                                    1 window, 2 probation, 3 protected
+//!                   bits 6-7         zero
 //! ```
 //!
 //! All fields are little-endian and unaligned (read with `from_le_bytes`), so the
-//! header is 30 bytes with no padding.
+//! header is 34 bytes with no padding.
 //!
 //! - `prev`/`next` link the item into one of its slab class's three policy lists
 //!   (`policy.rs`; chunk ids, [`NIL`] at the ends), so the lists cost no memory
@@ -32,15 +35,23 @@
 //!   saves that field's 4 bytes.
 //! - `val_len` is the value length; `klen` the key length (memcached keys are at most
 //!   250 bytes).
+//! - `atime` is the last access in unix seconds: set when the item is stored and
+//!   bumped by reads (not by meta reads with `u`). The meta commands report it
+//!   (`mg ... l`: seconds since the last access; `me`: `la=`), which is why the
+//!   header grew from 30 to 34 bytes: memcached keeps the same field (`it->time`)
+//!   and the protocol exposes it, so it cannot be derived from anything else
+//!   stored. The two new state bits (STALE, WIN_SENT) fit in the state byte.
 
 /// Size of the item header in bytes.
-pub(crate) const HEADER: usize = 30;
+pub(crate) const HEADER: usize = 34;
 
 /// The "no chunk" id that ends a recency list.
 pub(crate) const NIL: u32 = u32::MAX;
 
 pub(crate) const LIVE: u8 = 1;
 pub(crate) const FETCHED: u8 = 2;
+pub(crate) const STALE: u8 = 4;
+pub(crate) const WIN_SENT: u8 = 8;
 /// The policy segment: 2 bits at bit 4 of the state byte.
 const SEGMENT_SHIFT: u8 = 4;
 const SEGMENT_MASK: u8 = 0b11 << SEGMENT_SHIFT;
@@ -51,8 +62,9 @@ const EXPIRY: usize = 8;
 const CAS: usize = 12;
 const FLAGS: usize = 20;
 const VAL_LEN: usize = 24;
-const KEY_LEN: usize = 28;
-const STATE: usize = 29;
+const ATIME: usize = 28;
+const KEY_LEN: usize = 32;
+const STATE: usize = 33;
 
 /// Total bytes an item with these lengths occupies (header + key + value): the size
 /// that picks its slab class and that `stats bytes` counts.
@@ -108,6 +120,14 @@ pub(crate) fn flags(b: &[u8]) -> u32 {
     rd32(b, FLAGS)
 }
 #[inline]
+pub(crate) fn atime(b: &[u8]) -> u32 {
+    rd32(b, ATIME)
+}
+#[inline]
+pub(crate) fn set_atime(b: &mut [u8], v: u32) {
+    wr32(b, ATIME, v)
+}
+#[inline]
 pub(crate) fn value_len(b: &[u8]) -> usize {
     rd32(b, VAL_LEN) as usize
 }
@@ -154,7 +174,15 @@ pub(crate) fn size(b: &[u8]) -> usize {
 
 /// Writes every header field except the links, and the key; the value's bytes are
 /// left for the caller (they may be assembled from two parts).
-pub(crate) fn init(b: &mut [u8], key: &[u8], flags: u32, expiry: u32, cas: u64, value_len: usize) {
+pub(crate) fn init(
+    b: &mut [u8],
+    key: &[u8],
+    flags: u32,
+    expiry: u32,
+    cas: u64,
+    value_len: usize,
+    atime: u32,
+) {
     debug_assert!(key.len() <= u8::MAX as usize);
     debug_assert!(value_len <= u32::MAX as usize);
     set_prev(b, NIL);
@@ -163,6 +191,7 @@ pub(crate) fn init(b: &mut [u8], key: &[u8], flags: u32, expiry: u32, cas: u64, 
     set_cas(b, cas);
     wr32(b, FLAGS, flags);
     wr32(b, VAL_LEN, value_len as u32);
+    wr32(b, ATIME, atime);
     b[KEY_LEN] = key.len() as u8;
     b[STATE] = LIVE;
     b[HEADER..HEADER + key.len()].copy_from_slice(key);
@@ -183,7 +212,7 @@ mod tests {
     #[test]
     fn header_round_trips_and_fields_do_not_overlap() {
         let mut b = vec![0xAAu8; 64];
-        init(&mut b, b"key", 0xDEAD_BEEF, 1234, u64::MAX - 1, 5);
+        init(&mut b, b"key", 0xDEAD_BEEF, 1234, u64::MAX - 1, 5, 4321);
         value_mut(&mut b).copy_from_slice(b"hello");
         set_prev(&mut b, 7);
         set_next(&mut b, 9);
@@ -195,8 +224,10 @@ mod tests {
         assert_eq!(key(&b), b"key");
         assert_eq!(value(&b), b"hello");
         assert_eq!(state(&b), LIVE);
+        assert_eq!(atime(&b), 4321);
         assert_eq!(size(&b), HEADER + 3 + 5);
         assert_eq!(STATE + 1, HEADER);
+        assert_eq!(HEADER, 34);
         set_segment(&mut b, 3);
         assert_eq!(segment(&b), 3);
         assert_eq!(

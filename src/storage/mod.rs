@@ -20,9 +20,9 @@
 //! doorkeeper (both grow with the pages in use, and do not shrink). Bound: at most
 //! 30 bytes per chunk the limit can hold (`memory_limit / min_chunk_size`), a fixed
 //! share of the limit set by the smallest chunk; for 144-byte items about 20
-//! bytes per item (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header inside the chunk is
-//! `item::HEADER` (30) bytes, drawn in `item.rs`; the policy's links and segment
-//! live in it.
+//! bytes per item (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header
+//! inside the chunk is `item::HEADER` (34) bytes, drawn in `item.rs`; the policy's
+//! links and segment live in it.
 //!
 //! # Rebalancing
 //!
@@ -46,6 +46,7 @@
 //! effect and every item stored at or before it reads as a miss.
 
 mod item;
+mod meta;
 mod policy;
 pub mod sim;
 mod sketch;
@@ -67,6 +68,10 @@ use item::{HEADER, NIL};
 use policy::{Entries, Policy};
 use slab::Slabs;
 
+pub use meta::{
+    MetaArith, MetaArithResult, MetaDebug, MetaDelete, MetaDeleteResult, MetaGet, MetaHit, MetaSet,
+    MetaSetMode,
+};
 pub use policy::PolicyStats;
 
 /// memcached's longest key.
@@ -113,8 +118,8 @@ impl ShardConfig {
     /// `max_item_size` needs it), growth factor 1.25, 48-byte smallest chunk, CAS on.
     ///
     /// `max_item_size` bounds the value alone, so with `-I 1m` passed as 1 MiB the
-    /// largest item (30-byte header + 250-byte key + 1 MiB) needs a page of
-    /// 1 MiB + 280 bytes, and a 4 MiB shard fits 3 pages, not 4. memcached's `-I`
+    /// largest item (34-byte header + 250-byte key + 1 MiB) needs a page of
+    /// 1 MiB + 284 bytes, and a 4 MiB shard fits 3 pages, not 4. memcached's `-I`
     /// bounds the whole item; passing `-I` minus [`KEY_MAX`] and the header keeps
     /// pages at exactly 1 MiB.
     pub fn new(memory_limit: usize, max_item_size: usize) -> Self {
@@ -430,31 +435,13 @@ impl Shard {
         match mode {
             StoreMode::Append | StoreMode::Prepend => {
                 let id = old.expect("checked above");
-                let b = self.slabs.item(id);
-                let (old_flags, old_expiry) = (item::flags(b), item::expiry(b));
-                let old_value = item::value(b);
-                if old_value.len() + value.len() > self.config.max_item_size {
-                    return StoreResult::NotStored;
-                }
-                let mut joined = std::mem::take(&mut self.scratch);
-                joined.clear();
-                if mode == StoreMode::Append {
-                    joined.extend_from_slice(old_value);
-                    joined.extend_from_slice(value);
-                } else {
-                    joined.extend_from_slice(value);
-                    joined.extend_from_slice(old_value);
-                }
-                let ok = self.put(key, hash, old, old_flags, old_expiry, &joined);
-                self.scratch = joined;
-                if ok {
-                    StoreResult::Stored
-                } else {
-                    StoreResult::NotStored
+                match self.join(key, hash, id, value, mode == StoreMode::Append) {
+                    Some(_) => StoreResult::Stored,
+                    None => StoreResult::NotStored,
                 }
             }
             _ => {
-                if self.put(key, hash, old, flags, expiry, value) {
+                if self.put(key, hash, old, flags, expiry, value).is_some() {
                     StoreResult::Stored
                 } else {
                     if mode == StoreMode::Set {
@@ -464,6 +451,30 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Appends (or prepends) `value` to item `id`'s value, keeping its flags and
+    /// expiry; the joined item's chunk, or None if it would be too large or no
+    /// chunk could be had.
+    fn join(&mut self, key: &[u8], hash: u64, id: u32, value: &[u8], append: bool) -> Option<u32> {
+        let b = self.slabs.item(id);
+        let (old_flags, old_expiry) = (item::flags(b), item::expiry(b));
+        let old_value = item::value(b);
+        if old_value.len() + value.len() > self.config.max_item_size {
+            return None;
+        }
+        let mut joined = std::mem::take(&mut self.scratch);
+        joined.clear();
+        if append {
+            joined.extend_from_slice(old_value);
+            joined.extend_from_slice(value);
+        } else {
+            joined.extend_from_slice(value);
+            joined.extend_from_slice(old_value);
+        }
+        let new = self.put(key, hash, Some(id), old_flags, old_expiry, &joined);
+        self.scratch = joined;
+        new
     }
 
     /// Removes a key; false if it was absent.
@@ -506,7 +517,7 @@ impl Shard {
         };
         let mut digits = [0u8; 20];
         let text = format_u64(result, &mut digits);
-        if self.put(key, hash, Some(id), flags, expiry, text) {
+        if self.put(key, hash, Some(id), flags, expiry, text).is_some() {
             ArithResult::Value(result)
         } else {
             // The new value does not fit anywhere (a shard with almost no memory):
@@ -756,6 +767,7 @@ impl Shard {
         {
             let b = self.slabs.item_mut(id);
             item::set_state(b, item::state(b) | item::FETCHED);
+            item::set_atime(b, self.now);
         }
         self.access(id);
         let cas = self.reported_cas(id);
@@ -807,8 +819,8 @@ impl Shard {
 
     /// Writes an item for `key` with `value`, replacing `old` (the key's current
     /// chunk, if any): in place when the new size falls in the same class, else in
-    /// a new chunk (evicting if needed, never `old`). False if no chunk could be
-    /// had; then nothing has changed.
+    /// a new chunk (evicting if needed, never `old`). Returns the item's chunk, or
+    /// None if no chunk could be had; then nothing has changed.
     fn put(
         &mut self,
         key: &[u8],
@@ -817,11 +829,9 @@ impl Shard {
         flags: u32,
         expiry: u32,
         value: &[u8],
-    ) -> bool {
+    ) -> Option<u32> {
         let size = item::total_size(key.len(), value.len());
-        let Some(class) = self.slabs.class_for(size) else {
-            return false;
-        };
+        let class = self.slabs.class_for(size)?;
         let mut in_place = None;
         let id = match old {
             Some(o) if self.slabs.class_of(o) == class => {
@@ -830,14 +840,11 @@ impl Shard {
                 self.stats.curr_items -= 1;
                 o
             }
-            _ => match self.alloc(class, old.unwrap_or(NIL)) {
-                Some(id) => id,
-                None => return false,
-            },
+            _ => self.alloc(class, old.unwrap_or(NIL))?,
         };
         let cas = self.next_cas();
         let b = self.slabs.item_mut(id);
-        item::init(b, key, flags, expiry, cas, value.len());
+        item::init(b, key, flags, expiry, cas, value.len(), self.now);
         item::value_mut(b).copy_from_slice(value);
         match in_place {
             // A rewrite is a use of the key: it keeps its list.
@@ -865,7 +872,7 @@ impl Shard {
             }
         }
         self.ttl_push(expiry, id);
-        true
+        Some(id)
     }
 
     /// A chunk of `class`, evicting from it or taking a page from another class if

@@ -1,0 +1,564 @@
+//! The meta commands' operations on a shard, with memcached 1.6's stampede
+//! protection: win tokens (`W`), stale items (`X`) and "a win was already
+//! handed out" (`Z`), kept in the item's state byte (see `item.rs`).
+//!
+//! A key lives on exactly one core and that core runs every request for it one
+//! at a time, so "exactly one caller wins" needs no more than a state bit.
+
+use super::item::{self, FETCHED, STALE, WIN_SENT};
+use super::{Shard, StoreResult};
+
+/// Options of `mg`. TTLs are absolute expiries (0 = never) except `recache`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaGet {
+    /// `T`: new expiry.
+    pub touch: Option<u32>,
+    /// `N`: on a miss, create an empty item with this expiry and win.
+    pub vivify: Option<u32>,
+    /// `R`: win if the item expires within this many seconds.
+    pub recache: Option<u32>,
+    /// `u`: no LRU bump, not marked fetched, last access unchanged.
+    pub no_bump: bool,
+    /// `E`: CAS value of an item created by `N`.
+    pub new_cas: Option<u64>,
+}
+
+/// What `mg` found (or created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaHit<'a> {
+    pub value: &'a [u8],
+    pub flags: u32,
+    pub cas: u64,
+    /// Expiry after `T` (unix seconds, 0 = never).
+    pub expiry: u32,
+    /// Expiry before `T`.
+    pub expiry_before: u32,
+    /// Whether the item had been read before this request (`h`).
+    pub fetched_before: bool,
+    /// Seconds since the previous access (`l`).
+    pub idle: u32,
+    pub stale: bool,
+    /// This caller got the win token (`W`).
+    pub win: bool,
+    /// A win token had already been handed out (`Z`).
+    pub already_won: bool,
+}
+
+/// `ms` modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetaSetMode {
+    #[default]
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+}
+
+/// Options of `ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaSet {
+    pub mode: MetaSetMode,
+    pub flags: u32,
+    pub expiry: u32,
+    /// `C`: store only if the item's CAS is this (or, with `invalidate`, older).
+    pub compare_cas: Option<u64>,
+    /// `E`: the stored item's CAS value.
+    pub new_cas: Option<u64>,
+    /// `I`: a CAS older than the item's stores the item as stale instead of failing.
+    pub invalidate: bool,
+    /// `N`: append/prepend on a miss creates the item with this expiry.
+    pub vivify: Option<u32>,
+}
+
+/// Options of `md`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaDelete {
+    pub compare_cas: Option<u64>,
+    pub new_cas: Option<u64>,
+    /// `I`: keep the item, mark it stale, give it a new CAS.
+    pub invalidate: bool,
+    /// `T` (with `I`): its new expiry.
+    pub touch: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaDeleteResult {
+    Deleted,
+    NotFound,
+    Exists,
+}
+
+/// Options of `ma`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaArith {
+    pub incr: bool,
+    pub delta: u64,
+    pub compare_cas: Option<u64>,
+    pub new_cas: Option<u64>,
+    /// `N` and `J`: on a miss, create the item with this expiry and initial value.
+    pub vivify: Option<(u32, u64)>,
+    /// `T`: new expiry on success.
+    pub touch: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaArithResult {
+    Value { value: u64, cas: u64, expiry: u32 },
+    NotFound,
+    NotStored,
+    Exists,
+    NonNumeric,
+}
+
+/// What `me` shows about an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaDebug {
+    pub expiry: u32,
+    pub atime: u32,
+    pub cas: u64,
+    pub fetched: bool,
+    /// Slab class id, from 1.
+    pub class: usize,
+    /// Header + key + value bytes.
+    pub size: usize,
+}
+
+impl Shard {
+    /// `mg`: a read with meta's extras (see [`MetaGet`] and [`MetaHit`]).
+    pub fn meta_get(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        opts: MetaGet,
+        now: u32,
+    ) -> Option<MetaHit<'_>> {
+        self.tick(now);
+        let (id, created) = match self.find_for_read(key, hash) {
+            Some(id) => {
+                self.stats.get_hits += 1;
+                (id, false)
+            }
+            None => {
+                self.stats.get_misses += 1;
+                let expiry = opts.vivify?;
+                let id = self.put(key, hash, None, 0, expiry, b"")?;
+                if let Some(cas) = opts.new_cas {
+                    self.set_cas(id, cas);
+                }
+                (id, true)
+            }
+        };
+        let b = self.slabs.item(id);
+        let state = item::state(b);
+        let expiry_before = item::expiry(b);
+        let idle = now.saturating_sub(item::atime(b));
+        if let Some(expiry) = opts.touch {
+            self.set_expiry(id, expiry);
+        }
+        let expiry = item::expiry(self.slabs.item(id));
+        let already_won = state & WIN_SENT != 0;
+        let stale = state & STALE != 0;
+        let recache = opts
+            .recache
+            .is_some_and(|r| !created && expiry != 0 && (expiry as u64) < now as u64 + r as u64);
+        let win = !already_won && (created || stale || recache);
+        let mut new_state = state;
+        if win {
+            new_state |= WIN_SENT;
+        }
+        if !opts.no_bump {
+            new_state |= FETCHED;
+        }
+        {
+            let b = self.slabs.item_mut(id);
+            item::set_state(b, new_state);
+            if !opts.no_bump {
+                item::set_atime(b, now);
+            }
+        }
+        if !opts.no_bump {
+            self.access(id);
+        }
+        let cas = self.reported_cas(id);
+        let b = self.slabs.item(id);
+        Some(MetaHit {
+            value: item::value(b),
+            flags: item::flags(b),
+            cas,
+            expiry,
+            expiry_before,
+            fetched_before: state & FETCHED != 0,
+            idle,
+            stale,
+            win,
+            already_won,
+        })
+    }
+
+    /// `ms`: returns the result and the stored item's CAS (0 unless stored).
+    pub fn meta_store(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        opts: MetaSet,
+        now: u32,
+    ) -> (StoreResult, u64) {
+        self.tick(now);
+        if key.len() > super::KEY_MAX || value.len() > self.config.max_item_size {
+            if opts.mode == MetaSetMode::Set {
+                self.remove_key(key, hash);
+            }
+            return (StoreResult::TooLarge, 0);
+        }
+        let old = self.find_live(key, hash);
+        let mut stale = false;
+        if let Some(want) = opts.compare_cas {
+            let Some(id) = old else {
+                return (StoreResult::NotFound, 0);
+            };
+            let have = self.reported_cas(id);
+            if have != want {
+                // memcached: with I, an older CAS still stores, as a stale item.
+                if opts.invalidate && want < have {
+                    stale = true;
+                } else {
+                    return (StoreResult::Exists, 0);
+                }
+            }
+        }
+        let stored = match (opts.mode, old) {
+            (MetaSetMode::Add, Some(id)) => {
+                self.access(id);
+                return (StoreResult::NotStored, 0);
+            }
+            (MetaSetMode::Replace, None) => return (StoreResult::NotStored, 0),
+            (MetaSetMode::Append | MetaSetMode::Prepend, None) => match opts.vivify {
+                Some(expiry) => self.put(key, hash, None, opts.flags, expiry, value),
+                None => return (StoreResult::NotStored, 0),
+            },
+            (MetaSetMode::Append | MetaSetMode::Prepend, Some(id)) => {
+                match self.join(key, hash, id, value, opts.mode == MetaSetMode::Append) {
+                    Some(id) => Some(id),
+                    None => return (StoreResult::NotStored, 0),
+                }
+            }
+            _ => self.put(key, hash, old, opts.flags, opts.expiry, value),
+        };
+        let Some(id) = stored else {
+            if opts.mode == MetaSetMode::Set {
+                self.remove_key(key, hash);
+            }
+            return (StoreResult::OutOfMemory, 0);
+        };
+        if let Some(cas) = opts.new_cas {
+            self.set_cas(id, cas);
+        }
+        if stale {
+            let b = self.slabs.item_mut(id);
+            item::set_state(b, item::state(b) | STALE);
+        }
+        (StoreResult::Stored, self.reported_cas(id))
+    }
+
+    /// `md`: delete, or with `invalidate` mark stale so that one reader wins the
+    /// refill while the others may serve the old value.
+    pub fn meta_delete(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        opts: MetaDelete,
+        now: u32,
+    ) -> MetaDeleteResult {
+        self.tick(now);
+        let Some(id) = self.find_live(key, hash) else {
+            return MetaDeleteResult::NotFound;
+        };
+        if opts.compare_cas.is_some_and(|c| c != self.reported_cas(id)) {
+            return MetaDeleteResult::Exists;
+        }
+        if !opts.invalidate {
+            self.unlink(id, hash);
+            return MetaDeleteResult::Deleted;
+        }
+        let cas = match opts.new_cas {
+            Some(c) => c,
+            None => self.next_cas(),
+        };
+        self.set_cas(id, cas);
+        let b = self.slabs.item_mut(id);
+        item::set_state(b, (item::state(b) | STALE) & !WIN_SENT);
+        if let Some(expiry) = opts.touch {
+            self.set_expiry(id, expiry);
+        }
+        MetaDeleteResult::Deleted
+    }
+
+    /// `ma`: incr/decr with CAS, vivify and touch.
+    pub fn meta_arith(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        opts: MetaArith,
+        now: u32,
+    ) -> MetaArithResult {
+        self.tick(now);
+        let Some(id) = self.find_live(key, hash) else {
+            let Some((expiry, initial)) = opts.vivify else {
+                return MetaArithResult::NotFound;
+            };
+            let mut digits = [0u8; 20];
+            let text = super::format_u64(initial, &mut digits);
+            let Some(id) = self.put(key, hash, None, 0, expiry, text) else {
+                return MetaArithResult::NotStored;
+            };
+            if let Some(cas) = opts.new_cas {
+                self.set_cas(id, cas);
+            }
+            return MetaArithResult::Value {
+                value: initial,
+                cas: self.reported_cas(id),
+                expiry,
+            };
+        };
+        if opts.compare_cas.is_some_and(|c| c != self.reported_cas(id)) {
+            return MetaArithResult::Exists;
+        }
+        let b = self.slabs.item(id);
+        let Some(current) = super::parse_u64(item::value(b)) else {
+            return MetaArithResult::NonNumeric;
+        };
+        let flags = item::flags(b);
+        let expiry = opts.touch.unwrap_or(item::expiry(b));
+        let value = if opts.incr {
+            current.wrapping_add(opts.delta)
+        } else {
+            current.saturating_sub(opts.delta)
+        };
+        let mut digits = [0u8; 20];
+        let text = super::format_u64(value, &mut digits);
+        let Some(id) = self.put(key, hash, Some(id), flags, expiry, text) else {
+            self.remove_key(key, hash);
+            return MetaArithResult::NotFound;
+        };
+        if let Some(cas) = opts.new_cas {
+            self.set_cas(id, cas);
+        }
+        MetaArithResult::Value {
+            value,
+            cas: self.reported_cas(id),
+            expiry,
+        }
+    }
+
+    /// `me`: an item's metadata, without bumping it.
+    pub fn meta_debug(&mut self, key: &[u8], hash: u64, now: u32) -> Option<MetaDebug> {
+        self.tick(now);
+        let id = self.find_live(key, hash)?;
+        let cas = self.reported_cas(id);
+        let b = self.slabs.item(id);
+        Some(MetaDebug {
+            expiry: item::expiry(b),
+            atime: item::atime(b),
+            cas,
+            fetched: item::state(b) & FETCHED != 0,
+            class: self.slabs.class_of(id) + 1,
+            size: item::size(b),
+        })
+    }
+
+    /// Gives an item a client-chosen CAS (`E`). The shard's sequence number is
+    /// raised to at least it, so a later `flush_all` still covers the item.
+    fn set_cas(&mut self, id: u32, cas: u64) {
+        item::set_cas(self.slabs.item_mut(id), cas);
+        self.cas_last = self.cas_last.max(cas);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyhash::key_hash;
+    use crate::storage::{ShardConfig, StoreMode};
+
+    const NOW: u32 = 1_700_000_000;
+
+    fn shard() -> Shard {
+        Shard::new(ShardConfig::new(4 << 20, 1024)).unwrap()
+    }
+
+    fn get(s: &mut Shard, key: &[u8], opts: MetaGet) -> Option<(bool, bool, bool, Vec<u8>)> {
+        s.meta_get(key, key_hash(key), opts, NOW)
+            .map(|h| (h.win, h.stale, h.already_won, h.value.to_vec()))
+    }
+
+    #[test]
+    fn vivify_hands_out_one_win_until_a_store() {
+        let mut s = shard();
+        let viv = MetaGet {
+            vivify: Some(NOW + 30),
+            ..MetaGet::default()
+        };
+        assert_eq!(get(&mut s, b"k", viv), Some((true, false, false, vec![])));
+        for _ in 0..3 {
+            assert_eq!(get(&mut s, b"k", viv), Some((false, false, true, vec![])));
+        }
+        let h = key_hash(b"k");
+        s.store(StoreMode::Set, b"k", h, 0, 0, b"v", NOW);
+        assert_eq!(
+            get(&mut s, b"k", viv),
+            Some((false, false, false, b"v".to_vec()))
+        );
+    }
+
+    #[test]
+    fn invalidate_serves_stale_with_one_win() {
+        let mut s = shard();
+        let h = key_hash(b"k");
+        s.store(StoreMode::Set, b"k", h, 0, 0, b"old", NOW);
+        let before = s.meta_get(b"k", h, MetaGet::default(), NOW).unwrap().cas;
+        let inv = MetaDelete {
+            invalidate: true,
+            ..MetaDelete::default()
+        };
+        assert_eq!(s.meta_delete(b"k", h, inv, NOW), MetaDeleteResult::Deleted);
+        let hit = s.meta_get(b"k", h, MetaGet::default(), NOW).unwrap();
+        assert!(hit.win && hit.stale && !hit.already_won && hit.cas > before);
+        let hit = s.meta_get(b"k", h, MetaGet::default(), NOW).unwrap();
+        assert!(!hit.win && hit.stale && hit.already_won);
+        assert_eq!(hit.value, b"old");
+        // A store clears both bits.
+        let (r, _) = s.meta_store(b"k", h, b"new", MetaSet::default(), NOW);
+        assert_eq!(r, StoreResult::Stored);
+        assert_eq!(
+            get(&mut s, b"k", MetaGet::default()),
+            Some((false, false, false, b"new".to_vec()))
+        );
+    }
+
+    #[test]
+    fn recache_wins_once_before_expiry() {
+        let mut s = shard();
+        let h = key_hash(b"k");
+        s.store(StoreMode::Set, b"k", h, 0, NOW + 10, b"v", NOW);
+        let r = |secs| MetaGet {
+            recache: Some(secs),
+            ..MetaGet::default()
+        };
+        assert!(!get(&mut s, b"k", r(5)).unwrap().0);
+        assert!(get(&mut s, b"k", r(30)).unwrap().0);
+        assert!(get(&mut s, b"k", r(30)).unwrap().2);
+    }
+
+    #[test]
+    fn older_cas_with_invalidate_stores_stale() {
+        let mut s = shard();
+        let h = key_hash(b"k");
+        let (_, c1) = s.meta_store(b"k", h, b"a", MetaSet::default(), NOW);
+        let (_, c2) = s.meta_store(b"k", h, b"b", MetaSet::default(), NOW);
+        let cas_older = MetaSet {
+            compare_cas: Some(c1),
+            ..MetaSet::default()
+        };
+        assert_eq!(
+            s.meta_store(b"k", h, b"c", cas_older, NOW).0,
+            StoreResult::Exists
+        );
+        let stale_ok = MetaSet {
+            invalidate: true,
+            ..cas_older
+        };
+        let (r, c3) = s.meta_store(b"k", h, b"c", stale_ok, NOW);
+        assert_eq!(r, StoreResult::Stored);
+        assert!(c3 > c2);
+        assert_eq!(
+            get(&mut s, b"k", MetaGet::default()),
+            Some((true, true, false, b"c".to_vec()))
+        );
+        let newer = MetaSet {
+            compare_cas: Some(c3 + 10),
+            invalidate: true,
+            ..MetaSet::default()
+        };
+        assert_eq!(
+            s.meta_store(b"k", h, b"d", newer, NOW).0,
+            StoreResult::Exists
+        );
+    }
+
+    #[test]
+    fn explicit_cas_is_kept_and_survives_no_flush_it_precedes() {
+        let mut s = shard();
+        let h = key_hash(b"k");
+        let e = MetaSet {
+            new_cas: Some(1_000_000),
+            ..MetaSet::default()
+        };
+        assert_eq!(
+            s.meta_store(b"k", h, b"a", e, NOW),
+            (StoreResult::Stored, 1_000_000)
+        );
+        // Later automatic CAS values are above it, and a flush covers it.
+        let (_, next) = s.meta_store(b"j", key_hash(b"j"), b"a", MetaSet::default(), NOW);
+        assert!(next > 1_000_000);
+        s.flush_all(NOW, NOW);
+        assert!(s.meta_get(b"k", h, MetaGet::default(), NOW).is_none());
+    }
+
+    #[test]
+    fn no_bump_leaves_fetched_and_access_time() {
+        let mut s = shard();
+        let h = key_hash(b"k");
+        s.store(StoreMode::Set, b"k", h, 0, 0, b"v", NOW);
+        let u = MetaGet {
+            no_bump: true,
+            ..MetaGet::default()
+        };
+        let hit = s.meta_get(b"k", h, u, NOW + 5).unwrap();
+        assert!(!hit.fetched_before);
+        assert_eq!(hit.idle, 5);
+        let hit = s.meta_get(b"k", h, MetaGet::default(), NOW + 7).unwrap();
+        assert!(!hit.fetched_before);
+        assert_eq!(hit.idle, 7);
+        let hit = s.meta_get(b"k", h, MetaGet::default(), NOW + 8).unwrap();
+        assert!(hit.fetched_before);
+        assert_eq!(hit.idle, 1);
+    }
+
+    #[test]
+    fn arith_vivifies_with_the_initial_value() {
+        let mut s = shard();
+        let h = key_hash(b"n");
+        let a = MetaArith {
+            incr: true,
+            delta: 1,
+            compare_cas: None,
+            new_cas: None,
+            vivify: Some((0, 10)),
+            touch: None,
+        };
+        assert!(matches!(
+            s.meta_arith(b"n", h, a, NOW),
+            MetaArithResult::Value { value: 10, .. }
+        ));
+        assert!(matches!(
+            s.meta_arith(b"n", h, a, NOW),
+            MetaArithResult::Value { value: 11, .. }
+        ));
+        let dec = MetaArith {
+            incr: false,
+            delta: 50,
+            ..a
+        };
+        assert!(matches!(
+            s.meta_arith(b"n", h, dec, NOW),
+            MetaArithResult::Value { value: 0, .. }
+        ));
+        let cas = MetaArith {
+            compare_cas: Some(1),
+            ..a
+        };
+        assert_eq!(s.meta_arith(b"n", h, cas, NOW), MetaArithResult::Exists);
+    }
+}
