@@ -30,17 +30,9 @@ pub struct ParseLimits {
     pub max_item_size: usize,
 }
 
-/// Which storage command a [`Request::Store`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    /// `cas` with the client's unique value.
-    Cas(u64),
-}
+/// Which storage command a [`Request::Store`] is: the shard's own store modes,
+/// so the executor hands the parsed command to storage unchanged.
+pub use crate::storage::StoreMode as StoreKind;
 
 /// Which retrieval command a [`Request::Get`] is: `get`, `gets`, `gat`, `gats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -133,15 +133,10 @@ impl Executor<'_> {
     ) -> &'static [u8] {
         self.stats.cmd_set.incr();
         let mode = match kind {
-            StoreKind::Set => StoreMode::Set,
-            StoreKind::Add => StoreMode::Add,
-            StoreKind::Replace => StoreMode::Replace,
-            StoreKind::Append => StoreMode::Append,
-            StoreKind::Prepend => StoreMode::Prepend,
             // With -C items carry no CAS value and memcached lets no `cas`
             // succeed: an existing item is EXISTS whatever value is offered.
             StoreKind::Cas(_) if !self.use_cas => StoreMode::Cas(NO_CAS_MATCHES),
-            StoreKind::Cas(unique) => StoreMode::Cas(unique),
+            mode => mode,
         };
         let expiry = absolute_expiry(exptime, self.now);
         let result = self
