@@ -764,12 +764,19 @@ impl Shard {
 
     /// Marks a read item fetched and recently used, and views it.
     fn hit(&mut self, id: u32) -> ItemView<'_> {
-        {
+        let used_this_second = {
             let b = self.slabs.item_mut(id);
+            let recent = item::atime(b) == self.now
+                && item::segment(b) != policy::Segment::Probation as u8;
             item::set_state(b, item::state(b) | item::FETCHED);
             item::set_atime(b, self.now);
+            recent
+        };
+        if used_this_second {
+            self.policy.access_in_place(&mut self.slabs, id);
+        } else {
+            self.access(id);
         }
-        self.access(id);
         let cas = self.reported_cas(id);
         let b = self.slabs.item(id);
         ItemView {

@@ -740,10 +740,14 @@ fn slab_stats_and_cachedump_describe_a_class() {
     assert_eq!(c.total_chunks, c.chunks_per_page);
     assert_eq!(c.free_chunks, c.total_chunks - 5);
     assert!(c.chunk_size as usize >= HEADER + key(0).len() + 3);
+    // A read in the second the item was last used leaves it in place; a read in
+    // a later second moves it to the front.
     get(&mut s, &key(1));
+    assert_eq!(s.cachedump(class, 1)[0].0, key(4));
+    assert!(s.get(&key(2), key_hash(&key(2)), T0 + 1).is_some());
     let dump = s.cachedump(class, 3);
     assert_eq!(dump.len(), 3);
-    assert_eq!(dump[0], (key(1), 3, T0 + 1));
+    assert_eq!(dump[0], (key(2), 3, T0 + 2));
     assert_eq!(dump[1].0, key(4));
     assert_eq!(s.cachedump(class, 0).len(), 5);
     assert!(s.cachedump(0, 0).is_empty());
