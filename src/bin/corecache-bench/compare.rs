@@ -67,8 +67,8 @@ pub struct CompareArgs {
 }
 
 /// How to start one target.
-struct Target {
-    name: String,
+pub(crate) struct Target {
+    pub(crate) name: String,
     protocol: Protocol,
     /// Program and arguments, with {port} still to be replaced.
     argv: Vec<String>,
@@ -95,6 +95,69 @@ fn missing(name: &str, p: &Path, hint: &str) -> String {
     format!("skipping {name}: binary {} not found{hint}", p.display())
 }
 
+/// corecache started as `BIN -p PORT -m MB -t THREADS -U 0`.
+pub(crate) fn corecache_target(bin: &Path, mb: u64, threads: usize) -> Result<Target, String> {
+    let name = "corecache";
+    let found = find_binary(bin).ok_or_else(|| {
+        missing(
+            name,
+            bin,
+            " (cargo build --release --bin corecache, or --corecache-bin)",
+        )
+    })?;
+    let argv = [
+        &found.display().to_string(),
+        "-p",
+        "{port}",
+        "-m",
+        &mb.to_string(),
+        "-t",
+        &threads.to_string(),
+        "-U",
+        "0",
+    ];
+    Ok(Target {
+        name: name.into(),
+        protocol: Protocol::Memcached,
+        argv: argv.iter().map(|x| x.to_string()).collect(),
+        is_cache: true,
+        single_key_only: false,
+    })
+}
+
+/// memcached started as `BIN -p PORT -l 127.0.0.1 -m MB -t THREADS -U 0`, plus
+/// `-u root` when run as root.
+pub(crate) fn memcached_target(bin: &Path, mb: u64, threads: usize) -> Result<Target, String> {
+    let name = "memcached";
+    let found = find_binary(bin).ok_or_else(|| missing(name, bin, " (apt install memcached)"))?;
+    let mut argv: Vec<String> = [
+        &found.display().to_string(),
+        "-p",
+        "{port}",
+        "-l",
+        "127.0.0.1",
+        "-m",
+        &mb.to_string(),
+        "-t",
+        &threads.to_string(),
+        "-U",
+        "0",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    if unsafe { libc::geteuid() } == 0 {
+        argv.extend(["-u".to_string(), "root".to_string()]);
+    }
+    Ok(Target {
+        name: name.into(),
+        protocol: Protocol::Memcached,
+        argv,
+        is_cache: true,
+        single_key_only: false,
+    })
+}
+
 fn targets(a: &CompareArgs) -> Vec<Result<Target, String>> {
     let threads = a.server_cpus.len().to_string();
     let mb = a.memory_mb.to_string();
@@ -103,55 +166,8 @@ fn targets(a: &CompareArgs) -> Vec<Result<Target, String>> {
         .iter()
         .map(|name| -> Result<Target, String> {
             match name.as_str() {
-                "corecache" => {
-                    let bin = find_binary(&a.corecache_bin).ok_or_else(|| {
-                        missing(name, &a.corecache_bin, " (cargo build --release --bin corecache, or --corecache-bin)")
-                    })?;
-                    Ok(Target {
-                        name: s(name),
-                        protocol: Protocol::Memcached,
-                        argv: vec![
-                            bin.display().to_string(),
-                            s("-p"),
-                            s("{port}"),
-                            s("-m"),
-                            mb.clone(),
-                            s("-t"),
-                            threads.clone(),
-                            s("-U"),
-                            s("0"),
-                        ],
-                        is_cache: true,
-                        single_key_only: false,
-                    })
-                }
-                "memcached" => {
-                    let bin = find_binary(&a.memcached_bin)
-                        .ok_or_else(|| missing(name, &a.memcached_bin, " (apt install memcached)"))?;
-                    let mut argv = vec![
-                        bin.display().to_string(),
-                        s("-p"),
-                        s("{port}"),
-                        s("-l"),
-                        s("127.0.0.1"),
-                        s("-m"),
-                        mb.clone(),
-                        s("-t"),
-                        threads.clone(),
-                        s("-U"),
-                        s("0"),
-                    ];
-                    if unsafe { libc::geteuid() } == 0 {
-                        argv.extend([s("-u"), s("root")]);
-                    }
-                    Ok(Target {
-                        name: s(name),
-                        protocol: Protocol::Memcached,
-                        argv,
-                        is_cache: true,
-                        single_key_only: false,
-                    })
-                }
+                "corecache" => corecache_target(&a.corecache_bin, a.memory_mb, a.server_cpus.len()),
+                "memcached" => memcached_target(&a.memcached_bin, a.memory_mb, a.server_cpus.len()),
                 "redis" => {
                     let bin = find_binary(&a.redis_bin)
                         .ok_or_else(|| missing(name, &a.redis_bin, " (apt install redis-server)"))?;
@@ -230,12 +246,17 @@ fn targets(a: &CompareArgs) -> Vec<Result<Target, String>> {
 }
 
 /// A started server; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
 }
 
 impl Server {
-    fn start(t: &Target, port: u16, cpus: &[usize], log: &Path) -> Result<Server, String> {
+    pub(crate) fn start(
+        t: &Target,
+        port: u16,
+        cpus: &[usize],
+        log: &Path,
+    ) -> Result<Server, String> {
         let argv: Vec<String> = t
             .argv
             .iter()
@@ -490,13 +511,13 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
 }
 
 /// The first port from `from` upward that nothing listens on at 127.0.0.1.
-fn next_free_port(from: u16) -> u16 {
+pub(crate) fn next_free_port(from: u16) -> u16 {
     (from..u16::MAX)
         .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
         .unwrap_or(from)
 }
 
-fn kernel() -> String {
+pub(crate) fn kernel() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into())

@@ -8,6 +8,9 @@
 //!   and writes a markdown table, JSON and SVG charts.
 //! - `policy`: replays a cache trace through the shard's eviction policy (and LRU,
 //!   OPT) and prints hit ratios.
+//! - `replay`: starts each server itself with the same `-m`, replays the same
+//!   cache-aside key sequences (skewed, scan, loop, shift) against it and compares
+//!   hit ratios.
 
 mod client;
 mod compare;
@@ -16,6 +19,7 @@ mod engine;
 mod policy;
 mod proto;
 mod recorder;
+mod replay;
 mod report;
 mod workload;
 
@@ -50,6 +54,9 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// Hit ratio of W-TinyLFU (the shard's own policy code), LRU or OPT on a trace.
     Policy(policy::PolicyArgs),
+    /// Start corecache and memcached with the same -m in turn and compare their hit
+    /// ratios on the same cache-aside key sequences.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -342,6 +349,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Compare(a) => compare::run(a),
         Cmd::Policy(a) => policy::run(a),
+        Cmd::Replay(a) => replay::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -381,5 +389,21 @@ mod tests {
             "0,1",
         ]);
         assert!(c.is_ok());
+        let c = Cli::try_parse_from([
+            "corecache-bench",
+            "replay",
+            "--targets",
+            "corecache,memcached",
+            "--memory-mb",
+            "16",
+            "--workloads",
+            "scan,loop",
+            "--value-sizes",
+            "100,50-1500",
+        ]);
+        assert!(c.is_ok());
+        assert!(
+            Cli::try_parse_from(["corecache-bench", "replay", "--workloads", "zigzag"]).is_err()
+        );
     }
 }
