@@ -767,8 +767,8 @@ impl Shard {
     fn hit(&mut self, id: u32) -> ItemView<'_> {
         let used_this_second = {
             let b = self.slabs.item_mut(id);
-            let recent = item::atime(b) == self.now
-                && item::segment(b) != policy::Segment::Probation as u8;
+            let recent =
+                item::atime(b) == self.now && item::segment(b) != policy::Segment::Probation as u8;
             item::set_state(b, item::state(b) | item::FETCHED);
             item::set_atime(b, self.now);
             recent
