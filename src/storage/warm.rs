@@ -112,6 +112,8 @@ impl MemoryFile {
 /// How a file-backed shard started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WarmStart {
+    /// There was no file (or an empty one): a first start.
+    New,
     /// The file held a clean shutdown's arena: this many items are back.
     Restored { items: u64 },
     /// The shard starts empty; why the file's contents were not used.
@@ -188,6 +190,9 @@ impl Geometry {
     }
 }
 
+/// [`read_saved`]'s reason for an empty file.
+const NEW_FILE: &str = "new memory file";
+
 /// What a clean shutdown left besides the arena.
 struct Saved {
     cas_last: u64,
@@ -236,7 +241,7 @@ fn open_locked(path: &Path) -> io::Result<Flock<File>> {
 fn read_saved(file: &File, now: &Geometry) -> io::Result<Result<Saved, String>> {
     let len = file.metadata()?.len();
     if len == 0 {
-        return Ok(Err("new memory file".into()));
+        return Ok(Err(NEW_FILE.into()));
     }
     if len < FIXED as u64 {
         return Ok(Err(format!("the file is too short ({len} bytes)")));
@@ -342,6 +347,7 @@ impl Shard {
                     }
                 }
             },
+            Err(reason) if reason == NEW_FILE => WarmStart::New,
             Err(reason) => WarmStart::Empty { reason },
         };
         // From here on the file is "in use": a crash must not look clean.
@@ -573,7 +579,7 @@ mod tests {
     fn a_clean_shutdown_brings_every_item_back() {
         let t = TempFile::new("roundtrip");
         let (mut s, start) = open_at(&t, 24 * MIB, T0);
-        assert_eq!(empty_reason(start), "new memory file");
+        assert_eq!(start, WarmStart::New);
         // Several classes: 10-byte to 50 KB values.
         let mut expected = Vec::new();
         for i in 0..600u32 {
