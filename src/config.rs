@@ -103,7 +103,7 @@ pub struct Cli {
     pub cores: Option<String>,
 
     /// Keep item memory in files so a clean restart keeps the items (memcached
-    /// -e): core i maps PATH.<i>, sized to its share of -m. Use tmpfs (/dev/shm).
+    /// -e): core N maps the file PATH.N, sized to its share of -m. Use tmpfs (/dev/shm).
     #[arg(short = 'e', long = "memory-file", value_name = "PATH")]
     pub memory_file: Option<PathBuf>,
 

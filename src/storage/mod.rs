@@ -3,9 +3,9 @@
 //! A [`Shard`] holds items in an arena of pages (`slab.rs`), finds them through a
 //! hash index of chunk ids, expires them through a TTL heap and, when memory is
 //! full, evicts through W-TinyLFU (`policy.rs`, `sketch.rs`): lists per slab class,
-//! one frequency sketch per shard. It does no I/O and takes the
-//! time as an argument, so every behaviour here is tested without a clock or a
-//! socket.
+//! one frequency sketch per shard. It does no I/O (except opening, mapping and
+//! flushing a memory file at open and close, below) and takes the time as an
+//! argument, so every behaviour here is tested without a clock or a socket.
 //!
 //! # Memory
 //!
@@ -37,6 +37,13 @@
 //! Pages emptied by lowering the limit go to a pool for reuse but stay resident
 //! (giving them back to the kernel needs `madvise(DONTNEED)`, an `unsafe` call not
 //! made yet); the arena's address space is never unmapped.
+//!
+//! # Warm restart
+//!
+//! With a memory file ([`Shard::open`], `--memory-file`) the arena is a file mapping
+//! and [`Shard::close`] saves what a restart needs; the next `open` rebuilds the
+//! index and everything else from the items in the arena (`warm.rs`). Such a shard
+//! cannot grow past its file: [`Shard::set_memory_limit`] refuses a larger limit.
 //!
 //! # Time and flush_all
 //!

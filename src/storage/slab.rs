@@ -1,7 +1,8 @@
 //! The arena and its slab classes: where item bytes live.
 //!
 //! The arena is one anonymous `memmap2` mapping per shard (plus one more for each
-//! time `cache_memlimit` raises the limit past what is mapped), cut into pages of
+//! time `cache_memlimit` raises the limit past what is mapped), or one file
+//! mapping (below), cut into pages of
 //! `page_size` bytes. The kernel backs a page with memory only when it is first
 //! written, and pages are handed out one at a time, so an idle shard costs nothing.
 //!
