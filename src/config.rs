@@ -6,6 +6,7 @@
 
 use clap::{ArgAction, Parser};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 /// Smallest and largest `-I` memcached accepts (`ITEM_SIZE_MAX_LOWER_LIMIT` / `UPPER_LIMIT`).
 pub const ITEM_SIZE_MAX_LOWER_LIMIT: usize = 1024;
@@ -101,6 +102,11 @@ pub struct Cli {
     #[arg(long = "cores")]
     pub cores: Option<String>,
 
+    /// Keep item memory in files so a clean restart keeps the items (memcached
+    /// -e): core N maps the file PATH.N, sized to its share of -m. Use tmpfs (/dev/shm).
+    #[arg(short = 'e', long = "memory-file", value_name = "PATH")]
+    pub memory_file: Option<PathBuf>,
+
     /// Also listen on a port per core: core i on BASE+i (zero-hop steering).
     #[arg(long = "core-ports")]
     pub core_ports: Option<u16>,
@@ -131,6 +137,8 @@ pub struct Config {
     pub verbose: u8,
     pub core_ports: Option<u16>,
     pub null: bool,
+    /// `--memory-file`: each core's arena is the file `PATH.<core>`.
+    pub memory_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -227,6 +235,9 @@ impl Cli {
                 return Err("--core-ports: BASE + cores exceeds 65535".into());
             }
         }
+        if let Some(path) = &self.memory_file {
+            check_memory_file(path)?;
+        }
         Ok(Config {
             port: self.port,
             listen: self.listen,
@@ -245,8 +256,35 @@ impl Cli {
             verbose: self.verbose,
             core_ports: self.core_ports,
             null: self.null,
+            memory_file: self.memory_file,
         })
     }
+}
+
+/// `--memory-file PATH` must name a file in a directory that exists (the cores
+/// create `PATH.<core>` in it).
+fn check_memory_file(path: &Path) -> Result<(), String> {
+    if path.file_name().is_none()
+        || path.as_os_str().to_string_lossy().ends_with('/')
+        || path.is_dir()
+    {
+        return Err(format!(
+            "--memory-file {}: must name a file, not a directory",
+            path.display()
+        ));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!(
+            "--memory-file {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The CPUs this process may run on, in order.
@@ -373,6 +411,22 @@ mod tests {
         assert!(config(&["-p", "notaport"]).is_err());
         assert!(config(&["-o", "no_such_option=1"]).is_err());
         assert!(config(&["--cores", "0-1", "-t", "3"]).is_err());
+    }
+
+    #[test]
+    fn memory_file_needs_an_existing_directory() {
+        let dir = std::env::temp_dir();
+        let path = dir.join("corecache-cache");
+        let c = config(&["-e", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.memory_file, Some(path.clone()));
+        let c = config(&["--memory-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.memory_file, Some(path));
+        assert!(config(&[]).unwrap().memory_file.is_none());
+        let missing = dir.join("corecache-no-such-dir").join("cache");
+        let err = config(&["-e", missing.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(config(&["-e", dir.to_str().unwrap()]).is_err());
+        assert!(config(&["-e", "/tmp/"]).is_err());
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
 pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+/// corecache: `cache_memlimit` above `-m` while the arena is a `--memory-file`.
+pub const MEMLIMIT_FIXED: &[u8] =
+    b"SERVER_ERROR cannot raise the memory limit above -m with --memory-file\r\n";
 
 /// Appends the decimal form of `n`.
 #[inline]

@@ -37,6 +37,15 @@ pub fn cache_memlimit(shared: &Shared, megabytes: u64) -> &'static [u8] {
     if megabytes < 8 {
         return reply::MEMLIMIT_TOO_SMALL;
     }
+    // The arena of each core is its memory file, sized at start by -m.
+    if shared.config.memory_file.is_some()
+        && megabytes.saturating_mul(1024 * 1024) > shared.config.memory_limit as u64
+    {
+        tracing::warn!(
+            "cache_memlimit {megabytes} refused: above -m with --memory-file; keeping the limit"
+        );
+        return reply::MEMLIMIT_FIXED;
+    }
     shared
         .memory_limit
         .request(megabytes.saturating_mul(1024 * 1024));

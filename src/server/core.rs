@@ -13,7 +13,7 @@ use super::routing::{ItemKind, Message, Outbox};
 use super::{admin, unix_now, Shared};
 use crate::keyhash::{key_hash, owner};
 use crate::protocol::{self, reply, GetKind, ParseLimits, Parsed, Request};
-use crate::storage::{Shard, ShardConfig};
+use crate::storage::{MemoryFile, Shard, ShardConfig, WarmStart};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -82,8 +82,11 @@ pub fn run_core(
         shard_config.growth_factor = config.growth_factor;
         shard_config.min_chunk_size = config.min_chunk_size;
         shard_config.use_cas = config.use_cas;
-        let shard = Shard::new(shard_config)
-            .map_err(|e| format!("core {index}: mapping the shard's memory: {e}"))?;
+        let shard = match &config.memory_file {
+            None => Shard::new(shard_config)
+                .map_err(|e| format!("core {index}: mapping the shard's memory: {e}"))?,
+            Some(base) => open_memory_file(index, config.cores(), base, shard_config)?,
+        };
         Ok((reactor, shard))
     };
     let (mut reactor, shard) = match setup() {
@@ -150,9 +153,43 @@ pub fn run_core(
             if state.shared.drained.load(Ordering::SeqCst) == cores
                 || started.elapsed() > DRAIN_DEADLINE * 2
             {
+                close_shard(index, state.shard);
                 return Ok(());
             }
         }
+    }
+}
+
+/// The shard of core `index` in its memory file `base.<index>`, with its items
+/// back if the last shutdown was clean (warm restart).
+fn open_memory_file(
+    index: usize,
+    cores: usize,
+    base: &std::path::Path,
+    config: ShardConfig,
+) -> Result<Shard, String> {
+    let file = MemoryFile::for_core(base, index, cores);
+    let path = file.path.display();
+    let (shard, start) = Shard::open(config, &file, unix_now())
+        .map_err(|e| format!("core {index}: memory file {path}: {e}"))?;
+    match start {
+        WarmStart::New => tracing::info!("core {index}: new memory file {path}"),
+        WarmStart::Restored { items } => {
+            tracing::info!("core {index}: warm restart: {items} items back from {path}")
+        }
+        WarmStart::Empty { reason } => {
+            tracing::warn!("core {index}: memory file {path} discarded, starting empty: {reason}")
+        }
+    }
+    Ok(shard)
+}
+
+/// Clean shutdown of the shard: a memory file is saved and marked clean.
+fn close_shard(index: usize, shard: Shard) {
+    match shard.close() {
+        Ok(true) => tracing::info!("core {index}: memory file saved"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("core {index}: saving the memory file failed: {e}"),
     }
 }
 
@@ -178,8 +215,14 @@ impl CoreState {
             .memory_limit
             .changed_since(&mut self.memory_limit_seen)
         {
-            self.shard
-                .set_memory_limit(limit as usize / self.shared.cores());
+            let bytes = limit as usize / self.shared.cores();
+            if !self.shard.set_memory_limit(bytes) {
+                tracing::warn!(
+                    "core {}: cache_memlimit refused: {bytes} bytes per core is more than \
+                     the memory file holds; keeping the old limit",
+                    self.index
+                );
+            }
         }
     }
 

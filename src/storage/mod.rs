@@ -3,9 +3,9 @@
 //! A [`Shard`] holds items in an arena of pages (`slab.rs`), finds them through a
 //! hash index of chunk ids, expires them through a TTL heap and, when memory is
 //! full, evicts through W-TinyLFU (`policy.rs`, `sketch.rs`): lists per slab class,
-//! one frequency sketch per shard. It does no I/O and takes the
-//! time as an argument, so every behaviour here is tested without a clock or a
-//! socket.
+//! one frequency sketch per shard. It does no I/O (except opening, mapping and
+//! flushing a memory file at open and close, below) and takes the time as an
+//! argument, so every behaviour here is tested without a clock or a socket.
 //!
 //! # Memory
 //!
@@ -38,6 +38,13 @@
 //! (giving them back to the kernel needs `madvise(DONTNEED)`, an `unsafe` call not
 //! made yet); the arena's address space is never unmapped.
 //!
+//! # Warm restart
+//!
+//! With a memory file ([`Shard::open`], `--memory-file`) the arena is a file mapping
+//! and [`Shard::close`] saves what a restart needs; the next `open` rebuilds the
+//! index and everything else from the items in the arena (`warm.rs`). Such a shard
+//! cannot grow past its file: [`Shard::set_memory_limit`] refuses a larger limit.
+//!
 //! # Time and flush_all
 //!
 //! Every operation takes `now` (unix seconds). Expired items are invisible at once
@@ -51,6 +58,7 @@ mod policy;
 pub mod sim;
 mod sketch;
 mod slab;
+mod warm;
 
 #[cfg(test)]
 mod proptests;
@@ -73,6 +81,7 @@ pub use meta::{
     MetaSetMode,
 };
 pub use policy::PolicyStats;
+pub use warm::{MemoryFile, WarmStart};
 
 /// memcached's longest key.
 pub const KEY_MAX: usize = 250;
@@ -275,6 +284,18 @@ pub struct Shard {
 impl Shard {
     /// Maps the arena (address space only: pages are touched as they are used).
     pub fn new(config: ShardConfig) -> io::Result<Shard> {
+        let min_chunk = Self::check_config(&config)?;
+        let slabs = Slabs::new(
+            config.memory_limit,
+            config.page_size,
+            min_chunk,
+            config.growth_factor,
+        )?;
+        Ok(Shard::from_slabs(config, slabs))
+    }
+
+    /// Rejects a config no arena can be built for; else the smallest chunk size.
+    fn check_config(config: &ShardConfig) -> io::Result<usize> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
         if config.growth_factor.is_nan() || config.growth_factor <= 1.0 {
             return Err(invalid(format!(
@@ -292,16 +313,14 @@ impl Shard {
         if config.max_item_size > u32::MAX as usize {
             return Err(invalid("max item size must fit in 32 bits".into()));
         }
-        let min_chunk = config
+        Ok(config
             .min_chunk_size
             .max(slab::round8(HEADER + 1 + 1))
-            .min(config.page_size);
-        let slabs = Slabs::new(
-            config.memory_limit,
-            config.page_size,
-            min_chunk,
-            config.growth_factor,
-        )?;
+            .min(config.page_size))
+    }
+
+    /// An empty shard over `slabs`.
+    fn from_slabs(config: ShardConfig, slabs: Slabs) -> Shard {
         let stats = ShardStats {
             memory_limit: config.memory_limit as u64,
             ..ShardStats::default()
@@ -315,7 +334,7 @@ impl Shard {
                 .build_hasher()
                 .finish()
         };
-        Ok(Shard {
+        Shard {
             config,
             policy: Policy::new(classes, 0, seed),
             since_check: vec![0; classes],
@@ -328,7 +347,7 @@ impl Shard {
             now: 0,
             stats,
             scratch: Vec::new(),
-        })
+        }
     }
 
     // ----- reads -------------------------------------------------------------
@@ -567,9 +586,16 @@ impl Shard {
 
     /// `cache_memlimit`: a lower limit empties pages (evicting their items) until the
     /// shard is within it; a higher one maps more address space if needed.
-    pub fn set_memory_limit(&mut self, bytes: usize) {
-        // A failed mmap keeps the pages mapped so far as the limit.
-        let _ = self.slabs.set_limit(bytes);
+    ///
+    /// A shard in a memory file (`--memory-file`) cannot grow past the file: a
+    /// limit needing more pages than it holds is refused and the old limit kept
+    /// (returns false).
+    pub fn set_memory_limit(&mut self, bytes: usize) -> bool {
+        // A failed mmap keeps the pages mapped so far as the limit; a file-backed
+        // arena refuses before changing anything.
+        if self.slabs.set_limit(bytes).is_err() && self.slabs.is_file_backed() {
+            return false;
+        }
         self.config.memory_limit = bytes;
         self.stats.memory_limit = bytes as u64;
         while self.slabs.pages_in_use > self.slabs.max_pages {
@@ -582,6 +608,7 @@ impl Shard {
             let cap = self.slabs.capacity(class);
             self.policy.set_capacity(&mut self.slabs, class, cap);
         }
+        true
     }
 
     // ----- introspection -----------------------------------------------------

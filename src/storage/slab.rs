@@ -1,7 +1,8 @@
 //! The arena and its slab classes: where item bytes live.
 //!
 //! The arena is one anonymous `memmap2` mapping per shard (plus one more for each
-//! time `cache_memlimit` raises the limit past what is mapped), cut into pages of
+//! time `cache_memlimit` raises the limit past what is mapped), or one file
+//! mapping (below), cut into pages of
 //! `page_size` bytes. The kernel backs a page with memory only when it is first
 //! written, and pages are handed out one at a time, so an idle shard costs nothing.
 //!
@@ -29,10 +30,26 @@
 //!
 //! A chunk's byte offset is `slot * chunk_size` inside its page, where the page's
 //! class gives `chunk_size`.
+//!
+//! # File-backed arenas (warm restart)
+//!
+//! With `--memory-file` the arena is instead one shared mapping of a file (on
+//! tmpfs), made by [`Slabs::new_in_file`]: the file's first `header_len` bytes are
+//! the warm-restart header (`warm.rs`), the pages follow. Such an arena never
+//! grows: `cache_memlimit` above the file's size is refused.
+//!
+//! Mapping a file is the one `unsafe` call of this module besides the prefetch
+//! hint (`MmapMut::map_mut`): it is sound only while no one else changes the
+//! file's length or bytes under the mapping. The file is locked with an exclusive
+//! `flock` before it is mapped, sized before it is mapped, owned by the `Slabs`
+//! (nothing else holds a handle to resize it) and never truncated while mapped;
+//! see the `SAFETY` comment in [`Slabs::new_in_file`].
 
+use std::fs::File;
 use std::io;
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapOptions};
+use nix::fcntl::Flock;
 
 /// The page has no class: free in the pool, or never used.
 pub(crate) const NO_CLASS: u16 = u16::MAX;
@@ -71,8 +88,38 @@ pub(crate) struct SlabClass {
 
 struct Segment {
     map: MmapMut,
+    /// Offset of the first page in `map` (the header's length in a file mapping).
+    base: usize,
     first_page: u32,
     pages: u32,
+}
+
+/// The geometry every chunk id depends on, computed from the sizing alone.
+pub(crate) struct Layout {
+    pub sizes: Vec<usize>,
+    pub slot_bits: u32,
+    /// Most pages a chunk id can name.
+    pub id_page_cap: usize,
+}
+
+impl Layout {
+    pub fn new(page_size: usize, min_chunk: usize, factor: f64) -> Layout {
+        let sizes = class_sizes(min_chunk, factor, page_size);
+        let most_per_page = page_size / sizes[0];
+        let slot_bits = u32::BITS - (most_per_page.max(1) as u32 - 1).leading_zeros();
+        let page_bits = u32::BITS - slot_bits;
+        let id_page_cap = ((1u64 << page_bits) - 1) as usize;
+        Layout {
+            sizes,
+            slot_bits,
+            id_page_cap,
+        }
+    }
+
+    /// Pages a memory limit of `bytes` allows.
+    pub fn pages_for(&self, bytes: usize, page_size: usize) -> usize {
+        (bytes / page_size).min(self.id_page_cap)
+    }
 }
 
 pub(crate) struct Slabs {
@@ -92,6 +139,8 @@ pub(crate) struct Slabs {
     /// The most pages the memory limit allows.
     pub max_pages: usize,
     pub classes: Vec<SlabClass>,
+    /// The locked file a file-backed arena maps (segment 0 is its mapping).
+    file: Option<Flock<File>>,
 }
 
 /// Chunk sizes: `min_chunk` growing by `factor`, rounded up to 8 bytes, while the
@@ -136,11 +185,62 @@ impl Slabs {
         min_chunk: usize,
         factor: f64,
     ) -> io::Result<Slabs> {
-        let sizes = class_sizes(min_chunk, factor, page_size);
-        let most_per_page = page_size / sizes[0];
-        let slot_bits = u32::BITS - (most_per_page.max(1) as u32 - 1).leading_zeros();
-        let page_bits = u32::BITS - slot_bits;
-        let id_page_cap = ((1u64 << page_bits) - 1) as usize;
+        let mut slabs = Slabs::empty(page_size, min_chunk, factor);
+        slabs.set_limit(memory_limit)?;
+        Ok(slabs)
+    }
+
+    /// An arena in `file`, already locked and sized to `header_len` bytes plus
+    /// the pages `memory_limit` allows: the header stays at the start of the
+    /// mapping ([`file_header_mut`](Self::file_header_mut)), pages follow. The limit can
+    /// later be lowered, never raised past the file.
+    pub fn new_in_file(
+        memory_limit: usize,
+        page_size: usize,
+        min_chunk: usize,
+        factor: f64,
+        file: Flock<File>,
+        header_len: usize,
+    ) -> io::Result<Slabs> {
+        let mut slabs = Slabs::empty(page_size, min_chunk, factor);
+        let pages = (memory_limit / page_size).min(slabs.id_page_cap);
+        let len = header_len + pages * page_size;
+        if file.metadata()?.len() != len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("memory file is not sized to {len} bytes"),
+            ));
+        }
+        // SAFETY: `map_mut` is unsafe because another handle could change the
+        // file's bytes or length while it is mapped (a truncation makes accesses
+        // fault). Here: the caller opened the file and took an exclusive `flock`
+        // on it (`Flock<File>`), so no cooperating process (another corecache
+        // with the same path) maps it at the same time; it was sized (`set_len`)
+        // before this call and the length was just checked; the only handle is
+        // moved into this `Slabs`, which never resizes it, and the mapping is
+        // dropped together with it. The arena only reads bytes as plain `[u8]`
+        // (no references into the file are assumed to be valid Rust values), so
+        // whatever the file held before is at worst wrong data, which the
+        // warm-restart checks reject.
+        let map = unsafe { MmapOptions::new().len(len).map_mut(&*file)? };
+        slabs.segments.push(Segment {
+            map,
+            base: header_len,
+            first_page: 0,
+            pages: pages as u32,
+        });
+        slabs.mapped_pages = pages;
+        slabs.max_pages = pages;
+        slabs.file = Some(file);
+        Ok(slabs)
+    }
+
+    fn empty(page_size: usize, min_chunk: usize, factor: f64) -> Slabs {
+        let Layout {
+            sizes,
+            slot_bits,
+            id_page_cap,
+        } = Layout::new(page_size, min_chunk, factor);
         let classes = sizes
             .iter()
             .map(|&s| SlabClass {
@@ -155,7 +255,7 @@ impl Slabs {
                 pages_moved_out: 0,
             })
             .collect();
-        let mut slabs = Slabs {
+        Slabs {
             segments: Vec::new(),
             page_size,
             slot_bits,
@@ -166,9 +266,121 @@ impl Slabs {
             pages_in_use: 0,
             max_pages: 0,
             classes,
-        };
-        slabs.set_limit(memory_limit)?;
-        Ok(slabs)
+            file: None,
+        }
+    }
+
+    /// Whether the arena lives in a memory file.
+    pub fn is_file_backed(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The warm-restart header at the start of the memory file.
+    pub fn file_header_mut(&mut self) -> Option<&mut [u8]> {
+        self.file.as_ref()?;
+        let seg = &mut self.segments[0];
+        Some(&mut seg.map[..seg.base])
+    }
+
+    /// Writes the whole file mapping back (`msync`); nothing to do for an
+    /// anonymous arena.
+    pub fn flush_file(&self) -> io::Result<()> {
+        match self.file {
+            Some(_) => self.segments[0].map.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Warm restart: takes back the page table saved at a clean shutdown, one
+    /// (class, carved slots) pair per page handed out, in page order. Chunks are
+    /// not looked at: the caller walks every carved chunk and calls
+    /// [`restore_live`](Self::restore_live) or [`restore_free`](Self::restore_free).
+    /// An error means the table does not fit this arena.
+    pub fn restore_pages(&mut self, table: &[(u16, u32)]) -> Result<(), String> {
+        if !self.pages.is_empty() || self.pages_in_use != 0 {
+            return Err("the arena is not empty".into());
+        }
+        if table.len() > self.mapped_pages {
+            return Err(format!(
+                "{} pages in the table, {} in the file",
+                table.len(),
+                self.mapped_pages
+            ));
+        }
+        for (page, &(class, carved)) in table.iter().enumerate() {
+            let page = page as u32;
+            if class == NO_CLASS {
+                self.pages.push(PageMeta {
+                    class: NO_CLASS,
+                    chunk_size: 0,
+                    carved: 0,
+                    live: 0,
+                });
+                self.free_pages.push(page);
+                continue;
+            }
+            let Some(c) = self.classes.get_mut(class as usize) else {
+                return Err(format!("page {page}: no class {class}"));
+            };
+            if carved > c.per_page {
+                return Err(format!(
+                    "page {page}: {carved} chunks carved, class {class} has {}",
+                    c.per_page
+                ));
+            }
+            c.pages += 1;
+            if carved < c.per_page {
+                if c.carving.is_none() {
+                    c.carving = Some(page);
+                } else {
+                    // A second partly carved page (never made, but harmless):
+                    // carve it to the end now; the walk frees the new chunks.
+                    let (per_page, size) = (c.per_page, c.size as usize);
+                    self.pages.push(PageMeta {
+                        class,
+                        chunk_size: size as u32,
+                        carved: per_page,
+                        live: 0,
+                    });
+                    for slot in carved..per_page {
+                        let id = self.make_id(page, slot);
+                        super::item::set_state(self.item_mut(id), 0);
+                    }
+                    self.pages_in_use += 1;
+                    continue;
+                }
+            }
+            let chunk_size = c.size;
+            self.pages.push(PageMeta {
+                class,
+                chunk_size,
+                carved,
+                live: 0,
+            });
+            self.pages_in_use += 1;
+        }
+        if self.pages_in_use > self.max_pages {
+            return Err(format!(
+                "{} pages in use, the limit allows {}",
+                self.pages_in_use, self.max_pages
+            ));
+        }
+        Ok(())
+    }
+
+    /// Warm restart: chunk `id` (carved, in a restored page) holds a live item.
+    pub fn restore_live(&mut self, id: u32) {
+        let page = self.page_of(id) as usize;
+        self.pages[page].live += 1;
+        let class = self.pages[page].class as usize;
+        self.classes[class].items += 1;
+    }
+
+    /// Warm restart: chunk `id` (carved, in a restored page) is free.
+    pub fn restore_free(&mut self, id: u32) {
+        super::item::set_state(self.item_mut(id), 0);
+        let class = self.class_of(id);
+        self.classes[class].free.push(id);
     }
 
     #[cfg(test)]
@@ -185,12 +397,22 @@ impl Slabs {
     /// `pages_in_use > max_pages`.
     pub fn set_limit(&mut self, bytes: usize) -> io::Result<()> {
         let want = (bytes / self.page_size).min(self.id_page_cap);
+        if want > self.mapped_pages && self.file.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the memory file holds {} pages, {want} asked for",
+                    self.mapped_pages
+                ),
+            ));
+        }
         if want > self.mapped_pages {
             let add = want - self.mapped_pages;
             match MmapMut::map_anon(add * self.page_size) {
                 Ok(map) => {
                     self.segments.push(Segment {
                         map,
+                        base: 0,
                         first_page: self.mapped_pages as u32,
                         pages: add as u32,
                     });
@@ -232,7 +454,10 @@ impl Slabs {
     fn page_range(&self, page: u32) -> (usize, usize) {
         for (i, seg) in self.segments.iter().enumerate() {
             if page < seg.first_page + seg.pages {
-                return (i, (page - seg.first_page) as usize * self.page_size);
+                return (
+                    i,
+                    seg.base + (page - seg.first_page) as usize * self.page_size,
+                );
             }
         }
         unreachable!("page {page} is not mapped")

@@ -294,6 +294,26 @@ impl Server {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Sends SIGTERM (a clean shutdown) and waits up to `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(child) = &self.child {
+            use nix::sys::signal::{kill, Signal};
+            let _ = kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                Signal::SIGTERM,
+            );
+        }
+        self.wait_exit(timeout)
+    }
+
+    /// Kills the process with SIGKILL (a crash) and reaps it.
+    pub fn kill_hard(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Wait up to `timeout` for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
