@@ -356,7 +356,6 @@ impl Shard {
     /// touch. A hint only: serving a batch of requests, call this for every key
     /// first, then serve them, so their cache misses overlap.
     pub fn prefetch(&self, hash: u64) {
-        self.policy.prefetch(hash);
         if let Some(&id) = self.index.iter_hash(hash).next() {
             self.slabs.prefetch(id);
         }

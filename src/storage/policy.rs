@@ -251,11 +251,6 @@ impl Policy {
         self.maybe_climb(e);
     }
 
-    /// Starts loading the sketch memory a use of this key will touch.
-    pub fn prefetch(&self, key_hash: u64) {
-        self.sketch.prefetch(key_hash);
-    }
-
     /// A read of an entry already used this second, outside probation: counted
     /// (sketch and hit ratio) but left where it is. It is near its list's MRU end
     /// already, and moving it again would touch its neighbours' memory, a cache

@@ -202,20 +202,6 @@ impl Sketch {
         counters + self.door_contains(h) as u8
     }
 
-    /// Starts loading the memory [`increment`](Self::increment) and
-    /// [`frequency`](Self::frequency) will touch for this key: its counter block
-    /// and its doorkeeper words, each likely a cache miss in a large sketch.
-    pub fn prefetch(&self, key_hash: u64) {
-        if self.table.is_empty() {
-            return;
-        }
-        let h = mix(key_hash);
-        super::slab::prefetch_line(&self.table[self.slot(h, 0).0]);
-        for bit in self.door_bits(h) {
-            super::slab::prefetch_line(&self.doorkeeper[(bit / 64) as usize]);
-        }
-    }
-
     /// Records one sighting of the key.
     pub fn increment(&mut self, key_hash: u64) {
         let h = mix(key_hash);

@@ -160,24 +160,6 @@ pub(crate) fn round8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
 
-const CACHE_LINE: usize = 64;
-
-/// Asks the CPU to start loading the cache line that holds `value`, without
-/// waiting for it: a hint for memory the next requests will touch.
-#[inline]
-pub(crate) fn prefetch_line<T>(value: &T) {
-    let address = value as *const T as *const i8;
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and reads nothing into the
-    // program; the address comes from a live reference, and SSE (which provides
-    // the instruction) is part of the x86_64 baseline.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(address)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
-}
-
 impl Slabs {
     pub fn new(
         memory_limit: usize,
@@ -479,10 +461,20 @@ impl Slabs {
     /// taking them one after another.
     #[inline]
     pub fn prefetch(&self, id: u32) {
+        const CACHE_LINE: usize = 64;
         const LINES: usize = 3;
         let chunk = self.item(id);
         for line in 0..LINES.min(chunk.len().div_ceil(CACHE_LINE)) {
-            prefetch_line(&chunk[line * CACHE_LINE]);
+            let address = chunk[line * CACHE_LINE..].as_ptr() as *const i8;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint: it never faults and reads nothing
+            // into the program; the address lies inside a live chunk, and SSE
+            // (which provides the instruction) is part of the x86_64 baseline.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(address)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = address;
         }
     }
 
