@@ -100,7 +100,6 @@ pub fn run_core(
     for (i, socket) in listeners.sockets.iter().enumerate() {
         reactor.accept(socket.as_raw_fd(), i as u64);
     }
-    reactor.start_ticker(TICK);
     let _ = ready.send(Ok(()));
 
     let cores = shared.cores();
@@ -126,7 +125,7 @@ pub fn run_core(
     let mut drain_started: Option<Instant> = None;
     let mut reported_drained = false;
     loop {
-        if let Err(e) = reactor.submit_and_wait() {
+        if let Err(e) = reactor.submit_and_wait(TICK) {
             return Err(format!("core {index}: io_uring wait failed: {e}"));
         }
         state.now = unix_now();
@@ -295,7 +294,7 @@ impl CoreState {
                 }
                 self.after_io(slot, conn, connection);
             }
-            Event::Woken | Event::Tick => {}
+            Event::Woken => {}
         }
     }
 

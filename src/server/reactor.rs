@@ -44,7 +44,6 @@ const OP_SEND: u64 = 3;
 const OP_WAKE: u64 = 4;
 const OP_WAKE_SENT: u64 = 5;
 const OP_CANCEL: u64 = 6;
-const OP_TICK: u64 = 7;
 const PAYLOAD_MASK: u64 = (1 << 56) - 1;
 
 fn user_data(op: u64, payload: u64) -> u64 {
@@ -83,8 +82,6 @@ pub enum Event<'a> {
     },
     /// Another core woke this one through its ring (new messages in its queues).
     Woken,
-    /// The loop's periodic timer fired.
-    Tick,
 }
 
 /// Why a receive stopped.
@@ -118,12 +115,6 @@ pub struct Reactor {
     sends: Vec<Option<PendingSend>>,
     free_sends: Vec<usize>,
     completions: Vec<cqueue::Entry>,
-    /// The period of the multishot timeout that wakes the loop; the kernel
-    /// reads it while the timeout is armed.
-    tick: Box<types::Timespec>,
-    /// Set on kernels without multishot timeouts (before 6.4): each wait then
-    /// carries the tick period as its own timeout.
-    timed_waits: bool,
 }
 
 impl Reactor {
@@ -157,8 +148,6 @@ impl Reactor {
             sends: Vec::new(),
             free_sends: Vec::new(),
             completions: Vec::with_capacity(COMPLETION_ENTRIES as usize),
-            tick: Box::new(types::Timespec::new()),
-            timed_waits: false,
         };
         for id in 0..RECV_BUFFERS {
             reactor.provide_buffer(id as u16);
@@ -294,31 +283,12 @@ impl Reactor {
         self.push(entry);
     }
 
-    /// Wakes the loop every `period` with [`Event::Tick`], through one
-    /// multishot timeout: waits then need no timer of their own.
-    pub fn start_ticker(&mut self, period: Duration) {
-        *self.tick = types::Timespec::from(period);
-        self.arm_ticker();
-    }
-
-    fn arm_ticker(&mut self) {
-        let entry = opcode::Timeout::new(&*self.tick)
-            .count(0)
-            .flags(types::TimeoutFlags::MULTISHOT)
-            .build()
-            .user_data(user_data(OP_TICK, 0));
-        self.push(entry);
-    }
-
-    /// Submits everything queued and waits for at least one completion.
-    pub fn submit_and_wait(&mut self) -> io::Result<()> {
-        let result = if self.timed_waits {
-            let args = types::SubmitArgs::new().timespec(&self.tick);
-            self.ring.submitter().submit_with_args(1, &args)
-        } else {
-            self.ring.submitter().submit_and_wait(1)
-        };
-        match result {
+    /// Submits everything queued and waits for at least one completion or the
+    /// timeout, whichever comes first.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -387,18 +357,6 @@ impl Reactor {
                 }
                 OP_SEND => self.complete_send(payload as usize, result, &mut handle),
                 OP_WAKE => handle(Event::Woken),
-                OP_TICK if result == -libc::EINVAL => {
-                    tracing::info!("no multishot timeouts in this kernel: timed waits instead");
-                    self.timed_waits = true;
-                }
-                OP_TICK => {
-                    if !more {
-                        // The multishot timeout ended (an error or a kernel
-                        // limit): arm it again.
-                        self.arm_ticker();
-                    }
-                    handle(Event::Tick);
-                }
                 OP_WAKE_SENT if result < 0 => {
                     tracing::error!(
                         "waking a core failed: {}",
