@@ -773,6 +773,7 @@ impl CoreState {
         gauges.get_expired.set(stats.get_expired);
         gauges.get_flushed.set(stats.get_flushed);
         gauges.slabs_moved.set(stats.page_moves);
+        gauges.slab_reassign_rescues.set(stats.pages_rescued_items);
         gauges.window_permille.set(stats.window_permille);
         gauges.window_items.set(stats.window_items);
         gauges.probation_items.set(stats.probation_items);

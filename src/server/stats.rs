@@ -100,6 +100,7 @@ pub struct ShardGauges {
     pub total_pages: Counter,
     pub curr_connections: Counter,
     pub slabs_moved: Counter,
+    pub slab_reassign_rescues: Counter,
     pub window_permille: Counter,
     pub window_items: Counter,
     pub probation_items: Counter,

@@ -26,13 +26,26 @@
 //!
 //! # Rebalancing
 //!
-//! Pages move between classes in two cases: a class that must store an item and
-//! has no chunk and nothing to evict takes the page of another class's coldest
-//! item; and every [`REBALANCE_CHECK_EVICTIONS`] evictions a class compares the
-//! sketch frequencies of the items it would evict next with every other class's,
-//! and takes a page from a class whose next victims are clearly colder. So when
-//! the mix of value sizes changes, memory follows it once the old items' counts
-//! have aged (the sketch halves every 10 x capacity events).
+//! Pages move between classes in three cases, each when a class must store an
+//! item and has no free chunk:
+//! - another class holds a whole page's worth of free chunks (idle memory): its
+//!   emptiest page moves, and the page's items move to free chunks on the
+//!   class's other pages, so nothing is evicted;
+//! - every `REBALANCE_CHECK_EVICTIONS` evictions, the class compares the
+//!   sketch frequencies of the items it would evict next with every other
+//!   class's, and takes a page from a class whose next victims are far colder
+//!   ((`REBALANCE_MARGIN`)); so when the mix of value sizes changes, memory
+//!   follows it once the old items' counts have aged (the sketch halves every
+//!   10 x capacity events);
+//! - the class has nothing at all to evict: it takes the page of another
+//!   class's coldest item.
+//!
+//! A moved page's live items go to free chunks of their class elsewhere when
+//! there are any (memcached's "rescue"), else they are evicted. The strict
+//! margin matters: under a steady mix of sizes the classes' items are alike in
+//! popularity, and moving pages back and forth between them only loses items
+//! (the server replay in docs/benchmarks.md lost 2-4 points of hit ratio on
+//! mixed sizes with a margin of one count per sampled item).
 //!
 //! Pages emptied by lowering the limit go to a pool for reuse but stay resident
 //! (giving them back to the kernel needs `madvise(DONTNEED)`, an `unsafe` call not
@@ -95,8 +108,11 @@ const DEAD_SEARCH: usize = 5;
 const REBALANCE_CHECK_EVICTIONS: u32 = 32;
 /// Next victims compared per class when rebalancing.
 const REBALANCE_SAMPLE: usize = 8;
-/// A donor's sampled victims must sum to at least this much less frequency than
-/// the starving class's: about one count each, so noise does not move pages.
+/// A donor's sampled victims must be clearly colder than the starving class's:
+/// at most a quarter of their summed frequency, and this much less (about one count
+/// each). Classes whose items are alike in popularity, as under a steady mix
+/// of sizes, then keep their pages: every move empties a page, and moving
+/// pages back and forth between such classes only loses items.
 const REBALANCE_MARGIN: u32 = REBALANCE_SAMPLE as u32;
 
 /// The TTL heap is not compacted below this many entries.
@@ -211,6 +227,9 @@ pub struct ShardStats {
     pub bytes_mapped: u64,
     /// Pages moved from one class to another (rebalancing).
     pub page_moves: u64,
+    /// Items a page move carried to another page of their class instead of
+    /// evicting them.
+    pub pages_rescued_items: u64,
     /// Window share of capacity, in per mille (the hill climber moves it).
     pub window_permille: u64,
     /// Items in windows, probation and protected lists, over all classes.
@@ -962,6 +981,17 @@ impl Shard {
     /// `class`, the page of another class whose next victims are clearly colder
     /// (by the shared sketch) than this class's, if any.
     fn rebalance(&mut self, class: usize, protect_page: Option<u32>) -> Option<u32> {
+        // Memory lying idle comes first: a class with a whole page's worth of
+        // free chunks gives up its emptiest page, whose items all fit in its
+        // other pages, so the move costs no item.
+        let idle = (0..self.slabs.classes.len())
+            .filter(|&c| c != class && self.slabs.classes[c].pages > 1)
+            .filter(|&c| self.slabs.free_chunks(c) >= self.slabs.classes[c].per_page)
+            .filter_map(|c| self.slabs.emptiest_page(c))
+            .find(|&p| Some(p) != protect_page);
+        if idle.is_some() {
+            return idle;
+        }
         self.since_check[class] += 1;
         if self.since_check[class] < REBALANCE_CHECK_EVICTIONS {
             return None;
@@ -971,7 +1001,7 @@ impl Shard {
         (0..self.slabs.classes.len())
             .filter(|&c| c != class && self.slabs.classes[c].pages > 0)
             .filter_map(|c| self.coldness(c, protect_page))
-            .filter(|&(sum, _)| sum + REBALANCE_MARGIN <= mine)
+            .filter(|&(sum, _)| 4 * sum + REBALANCE_MARGIN <= mine)
             .min_by_key(|&(sum, _)| sum)
             .map(|(_, page)| page)
     }
@@ -1054,13 +1084,41 @@ impl Shard {
     }
 
     /// Evicts every item in `page`.
+    /// Frees every chunk of `page`: a live item moves to a free chunk of its
+    /// class on another page when there is one (as memcached's page mover
+    /// rescues items), and is evicted only when there is none.
     fn empty_page(&mut self, page: u32) {
         for id in self.slabs.live_in_page(page) {
             match self.dead(self.slabs.item(id)) {
                 Some(why) => self.drop_dead(id, why),
-                None => self.evict(id),
+                None => {
+                    if !self.relocate(id, page) {
+                        self.evict(id);
+                    }
+                }
             }
         }
+    }
+
+    /// Moves live item `id` to a free chunk of its class outside `page`; false
+    /// if the class has none.
+    fn relocate(&mut self, id: u32, page: u32) -> bool {
+        let class = self.slabs.class_of(id);
+        let Some(to) = self.slabs.alloc_outside(class, page) else {
+            return false;
+        };
+        self.slabs.copy_chunk(id, to);
+        self.policy.relocate(&mut self.slabs, class, id, to);
+        let b = self.slabs.item(to);
+        let (hash, expiry) = (key_hash(item::key(b)), item::expiry(b));
+        *self
+            .index
+            .find_mut(hash, |&x| x == id)
+            .expect("a live item is indexed") = to;
+        self.ttl_push(expiry, to);
+        self.slabs.free(id);
+        self.stats.pages_rescued_items += 1;
+        true
     }
 
     /// Evicts a live item.

@@ -251,6 +251,25 @@ impl Policy {
         self.maybe_climb(e);
     }
 
+    /// An entry's bytes were copied from chunk `old` to chunk `new` (a page move
+    /// that keeps its items): `new` takes `old`'s place in its list.
+    pub fn relocate<E: Entries>(&mut self, e: &mut E, class: usize, old: u32, new: u32) {
+        let seg = e.segment(new);
+        let (prev, next) = (e.prev(new), e.next(new));
+        let list = self.classes[class].list(seg);
+        if prev != NIL {
+            e.set_next(prev, new);
+        } else {
+            list.head = new;
+        }
+        if next != NIL {
+            e.set_prev(next, new);
+        } else {
+            list.tail = new;
+        }
+        let _ = old;
+    }
+
     /// A read of an entry already used this second, outside probation: counted
     /// (sketch and hit ratio) but left where it is. It is near its list's MRU end
     /// already, and moving it again would touch its neighbours' memory, a cache

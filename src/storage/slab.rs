@@ -605,6 +605,40 @@ impl Slabs {
         self.pages_in_use -= 1;
     }
 
+    /// A free chunk of `class` outside `page`, counted as used: where an item of
+    /// `page` can go when the page is moved to another class.
+    pub fn alloc_outside(&mut self, class: usize, page: u32) -> Option<u32> {
+        let slot_bits = self.slot_bits;
+        let c = &mut self.classes[class];
+        let at = c.free.iter().rposition(|&id| id >> slot_bits != page)?;
+        let id = c.free.swap_remove(at);
+        c.items += 1;
+        self.pages[(id >> slot_bits) as usize].live += 1;
+        Some(id)
+    }
+
+    /// Copies chunk `from` over chunk `to` (same class).
+    pub fn copy_chunk(&mut self, from: u32, to: u32) {
+        let bytes = self.item(from).to_vec();
+        self.item_mut(to).copy_from_slice(&bytes);
+    }
+
+    /// Free chunks `class` holds now, in its free list and not yet carved.
+    pub fn free_chunks(&self, class: usize) -> u32 {
+        let c = &self.classes[class];
+        let uncarved = c
+            .carving
+            .map_or(0, |p| c.per_page - self.pages[p as usize].carved);
+        c.free.len() as u32 + uncarved
+    }
+
+    /// The page of `class` holding the fewest live items.
+    pub fn emptiest_page(&self, class: usize) -> Option<u32> {
+        (0..self.pages.len() as u32)
+            .filter(|&p| self.pages[p as usize].class as usize == class)
+            .min_by_key(|&p| self.pages[p as usize].live)
+    }
+
     /// Returns chunk `id` to its class's free list. The item must already be out of
     /// the index and the recency list.
     pub fn free(&mut self, id: u32) {

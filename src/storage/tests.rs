@@ -930,3 +930,41 @@ fn all_size_classes_at_three_times_the_limit_stay_within_it() {
     assert!(st.evictions > 0 && st.page_moves > 0, "{st:?}");
     check_invariants(&s);
 }
+
+#[test]
+fn idle_memory_moves_to_a_starving_class_without_evicting() {
+    // 1000-byte items fill all 4 pages, then two of every three are deleted: the
+    // class holds more than a page of free chunks spread over its pages.
+    let mut s = shard(4 * MIB);
+    let small = vec![b's'; 1000];
+    let mut n = 0;
+    while s.stats().evictions == 0 {
+        set(&mut s, format!("small:{n}").as_bytes(), &small);
+        n += 1;
+    }
+    assert_eq!(s.stats().total_pages, 4);
+    let stored: Vec<usize> = (0..n)
+        .filter(|i| get(&mut s, format!("small:{i}").as_bytes()).is_some())
+        .collect();
+    let evictions_before = s.stats().evictions;
+    let kept: Vec<usize> = stored.iter().copied().filter(|i| i % 3 == 0).collect();
+    for i in stored.iter().filter(|i| *i % 3 != 0) {
+        let k = format!("small:{i}");
+        assert!(s.delete(k.as_bytes(), key_hash(k.as_bytes()), T0));
+    }
+    // A 3000-byte item needs a page of its own class; none is unowned.
+    let big = vec![b'b'; 3000];
+    assert_eq!(set(&mut s, b"big", &big), StoreResult::Stored);
+    let st = s.stats();
+    assert_eq!(st.page_moves, 1, "{st:?}");
+    assert!(st.pages_rescued_items > 0, "{st:?}");
+    assert_eq!(st.evictions, evictions_before, "no item was evicted");
+    for i in &kept {
+        assert_eq!(
+            get(&mut s, format!("small:{i}").as_bytes()),
+            Some(small.clone())
+        );
+    }
+    assert_eq!(get(&mut s, b"big"), Some(big));
+    check_invariants(&s);
+}
