@@ -38,24 +38,6 @@ impl Drop for Dir {
     }
 }
 
-/// `get key`: (flags, value), or None on a miss.
-fn get_with_flags(c: &mut Client, key: &str) -> Option<(u32, Vec<u8>)> {
-    c.send(format!("get {key}\r\n"));
-    let line = c.read_line();
-    if line == "END" {
-        return None;
-    }
-    let parts: Vec<&str> = line.split(' ').collect();
-    assert!(
-        parts.len() == 4 && parts[0] == "VALUE" && parts[1] == key,
-        "bad reply to get {key}: {line}"
-    );
-    let flags = parts[2].parse().unwrap();
-    let value = c.read_exact(parts[3].parse().unwrap());
-    c.expect_reply("\r\nEND\r\n");
-    Some((flags, value))
-}
-
 fn value_of(i: usize) -> Vec<u8> {
     format!("value-{i}-{}", "x".repeat(i % 300)).into_bytes()
 }
@@ -124,7 +106,7 @@ fn items_survive_a_clean_restart_and_not_a_crash() {
     for i in 0..KEYS {
         let key = format!("key:{i}");
         assert_eq!(
-            get_with_flags(&mut c, &key),
+            c.get_with_flags(&key),
             Some((i as u32 * 3, value_of(i))),
             "{key}"
         );

@@ -67,21 +67,9 @@ enum FlagError {
     BadMode,
 }
 
-/// `ms` modes (`M` flag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SetMode {
-    /// `MS` (the default).
-    #[default]
-    Set,
-    /// `ME`: add.
-    Add,
-    /// `MR`.
-    Replace,
-    /// `MA`.
-    Append,
-    /// `MP`.
-    Prepend,
-}
+/// `ms` modes (`M` flag: `S` set, the default; `E` add; `R` replace; `A`
+/// append; `P` prepend): the shard's own modes, handed to storage unchanged.
+pub use crate::storage::MetaSetMode as SetMode;
 
 /// The flags of one meta request. Numeric values are as sent (TTLs are
 /// memcached exptimes, not yet absolute).

@@ -122,6 +122,16 @@ pub fn run_core(
         draining: false,
         shared,
     };
+    // A warm restart brings items back before the first request: `stats` on
+    // any core must see every core's figures from the start, so no core serves
+    // until all have published once.
+    state.publish();
+    state.shared.cores_published.fetch_add(1, Ordering::SeqCst);
+    while state.shared.cores_published.load(Ordering::SeqCst) < cores
+        && !state.shared.shutdown.load(Ordering::SeqCst)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let mut drain_started: Option<Instant> = None;
     let mut reported_drained = false;
     loop {

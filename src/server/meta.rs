@@ -5,10 +5,9 @@
 use super::execute::{Executor, NO_CAS_MATCHES};
 use crate::keyhash::key_hash;
 use crate::protocol::meta::MetaCommand;
-use crate::protocol::{absolute_expiry, reply, MetaRequest, SetMode};
+use crate::protocol::{absolute_expiry, reply, MetaRequest};
 use crate::storage::{
-    MetaArith, MetaArithResult, MetaDelete, MetaDeleteResult, MetaGet, MetaSet, MetaSetMode,
-    StoreResult,
+    MetaArith, MetaArithResult, MetaDelete, MetaDeleteResult, MetaGet, MetaSet, StoreResult,
 };
 
 impl Executor<'_> {
@@ -112,13 +111,7 @@ impl Executor<'_> {
         self.stats.cmd_set.incr();
         let f = &m.flags;
         let opts = MetaSet {
-            mode: match f.set_mode {
-                SetMode::Set => MetaSetMode::Set,
-                SetMode::Add => MetaSetMode::Add,
-                SetMode::Replace => MetaSetMode::Replace,
-                SetMode::Append => MetaSetMode::Append,
-                SetMode::Prepend => MetaSetMode::Prepend,
-            },
+            mode: f.set_mode,
             flags: f.client_flags.unwrap_or(0),
             expiry: self.expiry(f.touch).unwrap_or(0),
             compare_cas: self.compare(f.compare_cas),

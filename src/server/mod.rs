@@ -74,6 +74,8 @@ pub struct Shared {
     pub flush: FlushGate,
     pub memory_limit: Gate,
     pub shutdown: AtomicBool,
+    /// Cores that have published their figures once (start-up).
+    pub cores_published: AtomicUsize,
     /// Cores that have finished draining during shutdown.
     pub drained: AtomicUsize,
     pub curr_connections: AtomicUsize,
@@ -111,6 +113,7 @@ pub fn run(config: Config) -> Result<(), String> {
         flush: FlushGate::default(),
         memory_limit: Gate::new(config.memory_limit as u64),
         shutdown: AtomicBool::new(false),
+        cores_published: AtomicUsize::new(0),
         drained: AtomicUsize::new(0),
         curr_connections: AtomicUsize::new(0),
         verbosity: AtomicU32::new(config.verbose as u32),

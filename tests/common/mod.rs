@@ -596,6 +596,11 @@ impl Client {
 
     /// `get key`: the value, or None on a miss.
     pub fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.get_with_flags(key).map(|(_, value)| value)
+    }
+
+    /// `get key`: (flags, value), or None on a miss.
+    pub fn get_with_flags(&mut self, key: &str) -> Option<(u32, Vec<u8>)> {
         self.send(format!("get {key}\r\n"));
         let line = self.read_line();
         if line == "END" {
@@ -606,10 +611,10 @@ impl Client {
             parts.len() == 4 && parts[0] == "VALUE" && parts[1] == key,
             "bad reply to get {key}: {line}"
         );
-        let len: usize = parts[3].parse().unwrap();
-        let v = self.read_exact(len);
+        let flags = parts[2].parse().unwrap();
+        let value = self.read_exact(parts[3].parse().unwrap());
         self.expect_reply("\r\nEND\r\n");
-        Some(v)
+        Some((flags, value))
     }
 
     /// `gets key`: (value, cas), or None on a miss.
