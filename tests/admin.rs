@@ -381,3 +381,32 @@ fn stats_report_the_eviction_policy() {
     assert!(n("policy_window_permille") >= 1 && n("policy_window_permille") < 1000);
     assert!(n("policy_sketch_bytes") > 0);
 }
+
+/// `stats slabs` and `stats items` cover every core's shard, whichever core answers.
+#[test]
+fn stats_slabs_and_items_sum_over_the_cores() {
+    if skip_unless_corecache("per-core shards") {
+        return;
+    }
+    let s = Server::start(&["-t", "2"]);
+    let mut c = s.client();
+    for i in 0..200 {
+        c.set(&format!("k{i}"), b"0123456789");
+    }
+    // Other cores publish their classes once a second.
+    sleep_s(1.5);
+    let items = c.stats("items");
+    let number: u64 = items
+        .iter()
+        .filter(|(name, _)| name.ends_with(":number"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(number, 200, "{items:?}");
+    let slabs = c.stats("slabs");
+    let used: u64 = slabs
+        .iter()
+        .filter(|(name, _)| name.ends_with(":used_chunks"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(used, 200, "{slabs:?}");
+}

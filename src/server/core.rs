@@ -62,6 +62,7 @@ struct CoreState {
     flush_seen: u64,
     memory_limit_seen: u64,
     draining: bool,
+    slabs_published_at: u32,
 }
 
 pub fn run_core(
@@ -120,12 +121,14 @@ pub fn run_core(
         flush_seen: 0,
         memory_limit_seen: 0,
         draining: false,
+        slabs_published_at: 0,
         shared,
     };
     // A warm restart brings items back before the first request: `stats` on
     // any core must see every core's figures from the start, so no core serves
     // until all have published once.
     state.publish();
+    state.publish_slabs();
     state.shared.cores_published.fetch_add(1, Ordering::SeqCst);
     while state.shared.cores_published.load(Ordering::SeqCst) < cores
         && !state.shared.shutdown.load(Ordering::SeqCst)
@@ -147,6 +150,7 @@ pub fn run_core(
         state.send_replies(&mut reactor);
         state.shard.reap_expired(state.now, REAP_BUDGET);
         state.publish();
+        state.publish_slabs();
 
         if state.shared.shutdown.load(Ordering::Relaxed) {
             let started = *drain_started.get_or_insert_with(|| {
@@ -647,7 +651,17 @@ impl CoreState {
                 }
             }
             Request::Stats { args } => {
-                let slabs = self.shard.slab_class_stats();
+                // This core's classes as they are now, the others' as they
+                // published them (at most a second ago), summed per class.
+                let mut slabs = self.shard.slab_class_stats();
+                for (core, published) in self.shared.published.iter().enumerate() {
+                    if core != self.index {
+                        let theirs = published.slabs.lock().unwrap_or_else(|e| e.into_inner());
+                        for (mine, other) in slabs.iter_mut().zip(theirs.iter()) {
+                            mine.add(other);
+                        }
+                    }
+                }
                 admin::stats(
                     &self.shared,
                     args,
@@ -767,6 +781,20 @@ impl CoreState {
         self.published().counters.bytes_written.add(written);
         self.dirty = dirty;
         self.dirty.clear();
+    }
+
+    /// Copies the shard's slab classes for `stats slabs` once a second.
+    fn publish_slabs(&mut self) {
+        if self.now == self.slabs_published_at {
+            return;
+        }
+        self.slabs_published_at = self.now;
+        let slabs = self.shard.slab_class_stats();
+        *self
+            .published()
+            .slabs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = slabs;
     }
 
     /// Copies the shard's figures where `stats` on any core can read them.

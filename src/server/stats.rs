@@ -115,6 +115,9 @@ pub struct ShardGauges {
 pub struct CorePublished {
     pub counters: CoreStats,
     pub gauges: ShardGauges,
+    /// The shard's slab classes for `stats slabs` / `stats items`, copied once
+    /// a second (a lock, taken that rarely, off the request path).
+    pub slabs: std::sync::Mutex<Vec<crate::storage::SlabClassStats>>,
 }
 
 /// Sums a field over all cores.

@@ -266,6 +266,25 @@ pub struct SlabClassStats {
     pub protected: u64,
 }
 
+impl SlabClassStats {
+    /// Adds another shard's figures for the same class (the counts sum; the
+    /// class geometry is the same in every shard).
+    pub fn add(&mut self, other: &SlabClassStats) {
+        debug_assert_eq!((self.id, self.chunk_size), (other.id, other.chunk_size));
+        self.total_pages += other.total_pages;
+        self.total_chunks += other.total_chunks;
+        self.used_chunks += other.used_chunks;
+        self.free_chunks += other.free_chunks;
+        self.evicted += other.evicted;
+        self.number += other.number;
+        self.pages_moved_in += other.pages_moved_in;
+        self.pages_moved_out += other.pages_moved_out;
+        self.window += other.window;
+        self.probation += other.probation;
+        self.protected += other.protected;
+    }
+}
+
 /// Why an item found in the index is not visible.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dead {
