@@ -69,7 +69,7 @@ mod item;
 mod meta;
 mod policy;
 pub mod sim;
-mod sketch;
+pub mod sketch;
 mod slab;
 mod warm;
 

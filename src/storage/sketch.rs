@@ -63,7 +63,7 @@ const RESET_MASK: u64 = 0x7777_7777_7777_7777;
 /// A counter's largest value.
 const COUNTER_MAX: u64 = 15;
 
-pub(crate) struct Sketch {
+pub struct Sketch {
     table: Vec<u64>,
     /// `table.len() / BLOCK_WORDS - 1` (block count is a power of two).
     block_mask: usize,
