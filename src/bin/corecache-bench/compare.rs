@@ -3,7 +3,6 @@
 
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,7 +145,7 @@ pub(crate) fn memcached_target(bin: &Path, mb: u64, threads: usize) -> Result<Ta
     .iter()
     .map(|x| x.to_string())
     .collect();
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         argv.extend(["-u".to_string(), "root".to_string()]);
     }
     Ok(Target {
@@ -264,25 +263,16 @@ impl Server {
             .collect();
         let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
+        // `taskset` pins the server before it runs a single instruction, so every
+        // thread it starts inherits the CPU set.
+        let cpu_list: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c")
+            .arg(cpu_list.join(","))
+            .args(&argv)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
-        let cpus = cpus.to_vec();
-        // SAFETY: only async-signal-safe calls (sched_setaffinity) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &c in &cpus {
-                    libc::CPU_SET(c, &mut set);
-                }
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("{}: start {}: {e}", t.name, argv[0]))?;
@@ -319,7 +309,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

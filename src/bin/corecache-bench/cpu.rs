@@ -16,7 +16,10 @@ pub fn self_cpu_seconds() -> f64 {
 }
 
 fn clock_ticks() -> f64 {
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let t = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
     if t > 0 {
         t as f64
     } else {

@@ -498,7 +498,7 @@ impl<'a> Worker<'a> {
     /// op still in the kernel: the buffers they point to must outlive them.
     fn shutdown(&mut self) {
         for c in &self.conns {
-            unsafe { libc::shutdown(c.stream.as_raw_fd(), libc::SHUT_RDWR) };
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
         let give_up = Instant::now() + Duration::from_secs(2);
         while self.in_kernel > 0 && Instant::now() < give_up {
