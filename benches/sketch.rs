@@ -25,7 +25,12 @@ fn bench_sketch(c: &mut Criterion) {
         })
     });
     group.bench_function("frequency_1M_capacity", |b| {
-        b.iter(|| hashes.iter().map(|&h| sketch.frequency(h) as u64).sum::<u64>())
+        b.iter(|| {
+            hashes
+                .iter()
+                .map(|&h| sketch.frequency(h) as u64)
+                .sum::<u64>()
+        })
     });
     group.finish();
 }

@@ -149,3 +149,41 @@ fn client_half_close_still_gets_replies() {
     c.shutdown_write();
     c.expect_reply("STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
 }
+
+/// A client that sends many requests without reading the replies does not make
+/// the server buffer them all: it stops reading that connection until the
+/// replies drain, then serves the rest, every reply in order.
+#[test]
+fn a_client_that_does_not_read_gets_backpressure_not_a_balloon() {
+    let s = Server::start(&["-t", "1", "-m", "64"]);
+    let mut c = s.client();
+    let value = vec![b'v'; 100_000];
+    c.set("big", &value);
+    // 1500 gets of a 100 KB value: 150 MB of replies.
+    const GETS: usize = 1500;
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        kib * 1024
+    };
+    let before = rss(s.pid());
+    c.send("get big\r\n".repeat(GETS));
+    sleep_s(1.0);
+    let grown = rss(s.pid()).saturating_sub(before);
+    if !is_memcached() {
+        // At most ~4 MiB of replies wait per connection (plus the buffer being
+        // sent and allocator slack); far from the 150 MB asked for.
+        assert!(grown < 32 << 20, "server grew {grown} bytes");
+    }
+    for _ in 0..GETS {
+        c.expect_reply("VALUE big 0 100000\r\n");
+        assert_eq!(c.read_exact(value.len()), value);
+        c.expect_reply("\r\nEND\r\n");
+    }
+    c.expect_version();
+}
