@@ -89,6 +89,15 @@ pub struct Cli {
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20)]
     pub max_reqs_per_event: u32,
 
+    /// Run in the background, detached from the terminal (memcached -d).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+
+    /// Write the server's process id to this file (memcached -P); removed on a
+    /// clean exit.
+    #[arg(short = 'P', long = "pidfile")]
+    pub pidfile: Option<std::path::PathBuf>,
+
     /// Verbose logging; repeat for more (memcached -v, -vv).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
@@ -135,6 +144,8 @@ pub struct Config {
     pub min_chunk_size: usize,
     pub backlog: i32,
     pub verbose: u8,
+    pub daemon: bool,
+    pub pidfile: Option<std::path::PathBuf>,
     pub core_ports: Option<u16>,
     pub null: bool,
     /// `--memory-file`: each core's arena is the file `PATH.<core>`.
@@ -254,9 +265,12 @@ impl Cli {
             min_chunk_size: self.min_chunk_size,
             backlog: self.backlog,
             verbose: self.verbose,
+            daemon: self.daemon,
+            pidfile: self.pidfile.map(absolute).transpose()?,
             core_ports: self.core_ports,
             null: self.null,
-            memory_file: self.memory_file,
+            // Absolute, so that -d (which changes to `/`) keeps their meaning.
+            memory_file: self.memory_file.map(absolute).transpose()?,
         })
     }
 }
@@ -285,6 +299,10 @@ fn check_memory_file(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn absolute(path: std::path::PathBuf) -> Result<std::path::PathBuf, String> {
+    std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The CPUs this process may run on, in order.

@@ -33,7 +33,28 @@ fn main() -> ExitCode {
             config.udp_port
         );
     }
-    match server::run(config) {
+    if config.daemon {
+        // Before any thread exists: only the calling thread survives a fork.
+        if let Err(e) = nix::unistd::daemon(false, false) {
+            eprintln!("corecache: could not run in the background: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let pidfile = config.pidfile.clone();
+    if let Some(path) = &pidfile {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            eprintln!(
+                "corecache: could not write the pid file {}: {e}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = server::run(config);
+    if let Some(path) = &pidfile {
+        let _ = std::fs::remove_file(path);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("corecache: {message}");

@@ -410,3 +410,68 @@ fn stats_slabs_and_items_sum_over_the_cores() {
         .sum();
     assert_eq!(used, 200, "{slabs:?}");
 }
+
+/// memcached's -d and -P: the command returns at once, the server runs in the
+/// background with its pid in the file, and removes the file on a clean exit.
+#[test]
+fn daemon_mode_writes_and_removes_the_pid_file() {
+    if skip_unless_corecache("corecache's -d/-P") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("corecache-pid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("corecache.pid");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let status = std::process::Command::new(server_path())
+        .args([
+            "-d",
+            "-P",
+            pidfile.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-l", "127.0.0.1", "-t", "1", "-U", "0"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "the launching process exits 0");
+    let mut pid = None;
+    for _ in 0..100 {
+        if let Ok(text) = std::fs::read_to_string(&pidfile) {
+            if let Ok(p) = text.trim().parse::<i32>() {
+                pid = Some(p);
+                break;
+            }
+        }
+        sleep_s(0.05);
+    }
+    let pid = pid.expect("pid file written");
+    let mut c = None;
+    for _ in 0..100 {
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            c = Some(stream);
+            break;
+        }
+        sleep_s(0.05);
+    }
+    let mut stream = c.expect("the daemon serves");
+    use std::io::{Read, Write};
+    stream.write_all(b"version\r\n").unwrap();
+    let mut reply = [0u8; 8];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"VERSION ");
+    drop(stream);
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    for _ in 0..200 {
+        if !pidfile.exists() {
+            break;
+        }
+        sleep_s(0.05);
+    }
+    assert!(!pidfile.exists(), "pid file removed on a clean exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
