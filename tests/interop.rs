@@ -188,3 +188,76 @@ fn meta_memcache_client() {
         s.output()
     );
 }
+
+/// twemproxy (nutcracker) in front of two corecache servers: keys are spread
+/// over both by ketama, and every set reads back through the proxy.
+#[test]
+fn twemproxy_in_front_of_two_servers() {
+    let Some(tool) = find_tool(&["nutcracker"]) else {
+        return missing("nutcracker (apt-get install nutcracker)");
+    };
+    let a = Server::start(&["-t", "2"]);
+    let b = Server::start(&["-t", "2"]);
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (proxy_port, stats_port) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("corecache-twem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nutcracker.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pool:\n  listen: 127.0.0.1:{proxy_port}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+             timeout: 2000\n  auto_eject_hosts: false\n  servers:\n   - 127.0.0.1:{}:1 a\n   - \
+             127.0.0.1:{}:1 b\n",
+            a.port, b.port
+        ),
+    )
+    .unwrap();
+    let mut proxy = Command::new(&tool)
+        .args(["-c", conf.to_str().unwrap()])
+        .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut proxy);
+    let mut c = None;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok() {
+            c = Some(Client::connect(proxy_port));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = c.expect("nutcracker listens");
+    for i in 0..200 {
+        c.set(&format!("user:{i}"), format!("profile {i}").as_bytes());
+    }
+    for i in 0..200 {
+        assert_eq!(
+            c.get(&format!("user:{i}")),
+            Some(format!("profile {i}").into_bytes())
+        );
+    }
+    c.expect("delete user:7\r\n", "DELETED\r\n");
+    c.expect("get user:7\r\n", "END\r\n");
+    // Both servers got a share of the keys.
+    let held_a = a.client().stat("curr_items");
+    let held_b = b.client().stat("curr_items");
+    assert_eq!(held_a + held_b, 199);
+    assert!(held_a > 20 && held_b > 20, "{held_a} / {held_b}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
