@@ -31,6 +31,8 @@ const OUTPUT_HIGH_WATER: usize = 4 << 20;
 const OUTPUT_LOW_WATER: usize = 1 << 20;
 /// Pipelined requests whose keys are prefetched before the first is served.
 const PREFETCH_DEPTH: usize = 16;
+/// Keys prefetched per window (a window of multi-gets holds many).
+const PREFETCH_KEYS: usize = 64;
 /// How long a shutdown waits for replies owed before closing anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -491,11 +493,11 @@ impl CoreState {
     /// lets the CPU overlap their index misses too.
     fn prefetch(&self, window: &[Option<(Parsed<'_>, usize)>]) {
         let cores = self.shared.cores();
-        let mut hashes = [0u64; PREFETCH_DEPTH];
+        let mut hashes = [0u64; PREFETCH_KEYS];
         let mut count = 0;
         let mut note = |key: &[u8]| {
             let hash = key_hash(key);
-            if count < PREFETCH_DEPTH && (cores == 1 || owner(hash, cores) == self.index) {
+            if count < PREFETCH_KEYS && (cores == 1 || owner(hash, cores) == self.index) {
                 hashes[count] = hash;
                 count += 1;
             }
