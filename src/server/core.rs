@@ -32,7 +32,7 @@ const OUTPUT_LOW_WATER: usize = 1 << 20;
 /// Pipelined requests whose keys are prefetched before the first is served.
 const PREFETCH_DEPTH: usize = 16;
 /// Keys prefetched per window (a window of multi-gets holds many).
-const PREFETCH_KEYS: usize = 64;
+const PREFETCH_KEYS: usize = 256;
 /// How long a shutdown waits for replies owed before closing anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
 
