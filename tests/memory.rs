@@ -4,17 +4,6 @@
 mod common;
 use common::*;
 
-fn vmrss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
 /// The fixed overhead is documented in docs/architecture.md ("Memory"): each
 /// core's receive buffers (4 MiB, touched in ring order, so all resident once
 /// traffic has cycled through them) and the shard's index, TTL heap and sketch

@@ -161,20 +161,10 @@ fn a_client_that_does_not_read_gets_backpressure_not_a_balloon() {
     c.set("big", &value);
     // 1500 gets of a 100 KB value: 150 MB of replies.
     const GETS: usize = 1500;
-    let rss = |pid: u32| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap();
-        kib * 1024
-    };
-    let before = rss(s.pid());
+    let before = vmrss_bytes(s.pid());
     c.send("get big\r\n".repeat(GETS));
     sleep_s(1.0);
-    let grown = rss(s.pid()).saturating_sub(before);
+    let grown = vmrss_bytes(s.pid()).saturating_sub(before);
     if !is_memcached() {
         // At most ~4 MiB of replies wait per connection (plus the buffer being
         // sent and allocator slack); far from the 150 MB asked for.

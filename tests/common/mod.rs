@@ -668,6 +668,18 @@ impl Client {
 }
 
 /// Sleep for `secs` seconds (fractions allowed).
+/// Resident memory of a process, from /proc/PID/status.
+pub fn vmrss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
 pub fn sleep_s(secs: f64) {
     thread::sleep(Duration::from_secs_f64(secs));
 }

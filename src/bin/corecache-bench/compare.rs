@@ -157,6 +157,21 @@ pub(crate) fn memcached_target(bin: &Path, mb: u64, threads: usize) -> Result<Ta
     })
 }
 
+/// The targets whose binaries were found; a message for each missing one.
+pub fn runnable(targets: Vec<Result<Target, String>>) -> Result<Vec<Target>, String> {
+    let mut runnable = Vec::new();
+    for t in targets {
+        match t {
+            Ok(t) => runnable.push(t),
+            Err(msg) => eprintln!("{msg}"),
+        }
+    }
+    if runnable.is_empty() {
+        return Err("no target to run".into());
+    }
+    Ok(runnable)
+}
+
 fn targets(a: &CompareArgs) -> Vec<Result<Target, String>> {
     let threads = a.server_cpus.len().to_string();
     let mb = a.memory_mb.to_string();
@@ -338,16 +353,7 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
     }
     fs::create_dir_all(a.out.join("logs")).map_err(|e| format!("{}: {e}", a.out.display()))?;
 
-    let mut runnable = Vec::new();
-    for t in targets(&a) {
-        match t {
-            Ok(t) => runnable.push(t),
-            Err(msg) => eprintln!("{msg}"),
-        }
-    }
-    if runnable.is_empty() {
-        return Err("no target to run".into());
-    }
+    let runnable = runnable(targets(&a))?;
     let total = (runnable.len() * workloads.len() * a.pipelines.len()) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(

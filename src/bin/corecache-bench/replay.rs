@@ -444,16 +444,7 @@ pub fn run(a: ReplayArgs) -> Result<(), String> {
     if a.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    let mut runnable = Vec::new();
-    for t in targets(&a) {
-        match t {
-            Ok(t) => runnable.push(t),
-            Err(msg) => eprintln!("{msg}"),
-        }
-    }
-    if runnable.is_empty() {
-        return Err("no target to run".into());
-    }
+    let runnable = compare::runnable(targets(&a))?;
     fs::create_dir_all(a.out.join("logs")).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let mut rows = Vec::new();
     let mut problems = Vec::new();
