@@ -1127,7 +1127,7 @@ impl Shard {
             return false;
         };
         self.slabs.copy_chunk(id, to);
-        self.policy.relocate(&mut self.slabs, class, id, to);
+        self.policy.relocate(&mut self.slabs, class, to);
         let b = self.slabs.item(to);
         let (hash, expiry) = (key_hash(item::key(b)), item::expiry(b));
         *self

@@ -251,9 +251,9 @@ impl Policy {
         self.maybe_climb(e);
     }
 
-    /// An entry's bytes were copied from chunk `old` to chunk `new` (a page move
-    /// that keeps its items): `new` takes `old`'s place in its list.
-    pub fn relocate<E: Entries>(&mut self, e: &mut E, class: usize, old: u32, new: u32) {
+    /// An entry's bytes (links included) were copied to chunk `new` (a page move
+    /// that keeps its items): `new` takes the old chunk's place in its list.
+    pub fn relocate<E: Entries>(&mut self, e: &mut E, class: usize, new: u32) {
         let seg = e.segment(new);
         let (prev, next) = (e.prev(new), e.next(new));
         let list = self.classes[class].list(seg);
@@ -267,7 +267,6 @@ impl Policy {
         } else {
             list.tail = new;
         }
-        let _ = old;
     }
 
     /// A read of an entry already used this second, outside probation: counted
