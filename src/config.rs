@@ -17,7 +17,9 @@ pub const ITEM_SIZE_MAX_UPPER_LIMIT: usize = 1024 * 1024 * 1024;
     name = "corecache",
     version,
     about = "A memcached-compatible cache server, thread-per-core on io_uring",
-    disable_help_flag = true
+    disable_help_flag = true,
+    // As with memcached's getopt, a flag given twice takes its last value.
+    args_override_self = true
 )]
 pub struct Cli {
     /// Print help.
@@ -418,6 +420,13 @@ mod tests {
         assert_eq!(c.max_item_size, 2 << 20);
         assert!(!c.use_cas && !c.flush_enabled && c.shutdown_enabled);
         assert_eq!(c.verbose, 2);
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let c = config(&["-p", "1", "-p", "2", "-u", "root", "-u", "nobody"]).unwrap();
+        assert_eq!(c.port, 2);
+        assert_eq!(c.user.as_deref(), Some("nobody"));
     }
 
     #[test]

@@ -475,3 +475,28 @@ fn daemon_mode_writes_and_removes_the_pid_file() {
     assert!(!pidfile.exists(), "pid file removed on a clean exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// memcached's -u: started as root, the server runs as that user once its
+/// ports are bound.
+#[test]
+fn u_drops_root_privileges() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: needs root to drop privileges");
+        return;
+    }
+    let s = Server::start(&["-u", "nobody", "-t", "2"]);
+    s.client().expect_version();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+    // Every thread, the cores included, runs as that user.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid())).unwrap();
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let uids: Vec<u32> = uid_line
+            .split_whitespace()
+            .skip(1)
+            .map(|u| u.parse().unwrap())
+            .collect();
+        assert!(uids.iter().all(|&u| u == nobody.as_raw()), "{uid_line}");
+    }
+}
