@@ -387,7 +387,10 @@ impl Policy {
         c.hits = 0;
         c.misses = 0;
         self.stats.climbs += 1;
-        self.window_share = (self.window_share + amount).clamp(0.0, 1.0 - PROBATION_SHARE);
+        // The window never goes below its starting share: a window of nothing
+        // cannot notice that recency started to matter again.
+        self.window_share =
+            (self.window_share + amount).clamp(WINDOW_INITIAL_SHARE, 1.0 - PROBATION_SHARE);
         for class in 0..self.classes.len() {
             self.fit(e, class, true);
         }
