@@ -8,42 +8,39 @@ use std::time::{Duration, Instant};
 use crate::proto::{self, Protocol, Reply};
 use crate::workload::{Generator, Workload};
 
-pub struct Blocking {
-    stream: TcpStream,
-    protocol: Protocol,
+/// A blocking connection whose replies are read into a growable buffer and
+/// parsed in place.
+pub struct ReplyStream {
+    pub stream: TcpStream,
     rbuf: Vec<u8>,
     rlen: usize,
 }
 
-impl Blocking {
-    pub fn connect(addr: SocketAddr, protocol: Protocol) -> io::Result<Blocking> {
+impl ReplyStream {
+    pub fn connect(addr: SocketAddr, read_timeout: Duration, buffer: usize) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Blocking {
+        stream.set_read_timeout(Some(read_timeout))?;
+        Ok(ReplyStream {
             stream,
-            protocol,
-            rbuf: vec![0; 64 * 1024],
+            rbuf: vec![0; buffer],
             rlen: 0,
         })
     }
 
-    /// Reads one complete reply; returns its raw bytes and summary. `get_keys`
-    /// (memcached) says the reply is to a get of that many keys, else to a set.
-    fn reply(&mut self, get: Option<(&[u8], usize)>) -> io::Result<(Vec<u8>, Reply)> {
+    /// Reads until `parse` finds a complete reply at the front of the buffer
+    /// (returning its length and what it made of it), consumes it and returns it.
+    pub fn reply<T>(
+        &mut self,
+        mut parse: impl FnMut(&[u8]) -> Result<Option<(usize, T)>, String>,
+    ) -> io::Result<T> {
         loop {
-            let buf = &self.rbuf[..self.rlen];
-            let parsed = match (self.protocol, get) {
-                (Protocol::Memcached, Some((keys, klen))) => proto::mc_parse_get(buf, keys, klen),
-                (Protocol::Memcached, None) => proto::mc_parse_store(buf),
-                (Protocol::Redis, _) => proto::resp_parse(buf),
-            }
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+            let parsed = parse(&self.rbuf[..self.rlen])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if let Some((n, r)) = parsed {
-                let raw = self.rbuf[..n].to_vec();
                 self.rbuf.copy_within(n..self.rlen, 0);
                 self.rlen -= n;
-                return Ok((raw, r));
+                return Ok(r);
             }
             if self.rlen == self.rbuf.len() {
                 self.rbuf.resize(self.rbuf.len() * 2, 0);
@@ -57,6 +54,36 @@ impl Blocking {
             }
             self.rlen += n;
         }
+    }
+}
+
+pub struct Blocking {
+    stream: ReplyStream,
+    protocol: Protocol,
+}
+
+impl Blocking {
+    pub fn connect(addr: SocketAddr, protocol: Protocol) -> io::Result<Blocking> {
+        Ok(Blocking {
+            stream: ReplyStream::connect(addr, Duration::from_secs(10), 64 * 1024)?,
+            protocol,
+        })
+    }
+
+    /// Reads one complete reply; returns its raw bytes and summary. `get_keys`
+    /// (memcached) says the reply is to a get of that many keys, else to a set.
+    fn reply(&mut self, get: Option<(&[u8], usize)>) -> io::Result<(Vec<u8>, Reply)> {
+        let protocol = self.protocol;
+        self.stream.reply(|buf| {
+            let parsed = match (protocol, get) {
+                (Protocol::Memcached, Some((keys, klen))) => proto::mc_parse_get(buf, keys, klen),
+                (Protocol::Memcached, None) => proto::mc_parse_store(buf),
+                (Protocol::Redis, _) => proto::resp_parse(buf),
+            };
+            parsed
+                .map(|found| found.map(|(n, r)| (n, (buf[..n].to_vec(), r))))
+                .map_err(|e| e.0)
+        })
     }
 
     fn set_bytes(&self, out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -83,7 +110,7 @@ pub fn probe(addr: SocketAddr, protocol: Protocol) -> Result<(), String> {
 
     let mut out = Vec::new();
     c.set_bytes(&mut out, key.as_bytes(), &value);
-    c.stream.write_all(&out).map_err(io)?;
+    c.stream.stream.write_all(&out).map_err(io)?;
     let (raw, r) = c.reply(None).map_err(io)?;
     if !r.stored {
         return Err(format!(
@@ -98,7 +125,7 @@ pub fn probe(addr: SocketAddr, protocol: Protocol) -> Result<(), String> {
             Protocol::Memcached => proto::mc_get(&mut out, [k.as_bytes()]),
             Protocol::Redis => proto::resp_get(&mut out, &[k.as_bytes()]),
         }
-        c.stream.write_all(&out).map_err(io)?;
+        c.stream.stream.write_all(&out).map_err(io)?;
         let (raw, r) = c.reply(Some((k.as_bytes(), k.len()))).map_err(io)?;
         let hit = r.hits == 1;
         if hit != want_hit || r.error || r.key_mismatch {
@@ -171,7 +198,7 @@ pub fn prefill(addr: SocketAddr, protocol: Protocol, wl: &Workload) -> io::Resul
                                 Protocol::Redis => proto::resp_set(&mut out, &key, v),
                             }
                         }
-                        c.stream.write_all(&out)?;
+                        c.stream.stream.write_all(&out)?;
                         for _ in batch {
                             let (_, r) = c.reply(None)?;
                             errors += (!r.stored) as u64;

@@ -11,13 +11,14 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
+use crate::client::ReplyStream;
 use crate::compare::{self, Server, Target};
 use crate::parse_cpus;
 use crate::proto::{self, Parsed};
@@ -280,50 +281,6 @@ struct Row {
     results: Vec<Outcome>,
 }
 
-/// A blocking memcached-text connection with a growable receive buffer.
-struct Conn {
-    stream: TcpStream,
-    rbuf: Vec<u8>,
-    rlen: usize,
-}
-
-impl Conn {
-    fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Conn {
-            stream,
-            rbuf: vec![0; 256 * 1024],
-            rlen: 0,
-        })
-    }
-
-    /// Reads until `parse` accepts a complete reply, consumes it and returns it.
-    fn reply<T>(&mut self, parse: impl Fn(&[u8]) -> Parsed2<T>) -> io::Result<T> {
-        loop {
-            if let Some((n, r)) = parse(&self.rbuf[..self.rlen])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
-                self.rbuf.copy_within(n..self.rlen, 0);
-                self.rlen -= n;
-                return Ok(r);
-            }
-            if self.rlen == self.rbuf.len() {
-                self.rbuf.resize(self.rbuf.len() * 2, 0);
-            }
-            let n = self.stream.read(&mut self.rbuf[self.rlen..])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "server closed the connection",
-                ));
-            }
-            self.rlen += n;
-        }
-    }
-}
-
 type Parsed2<T> = Result<Option<(usize, T)>, String>;
 
 fn lift(p: Parsed) -> Parsed2<proto::Reply> {
@@ -362,7 +319,7 @@ pub fn replay(
     batch: usize,
 ) -> io::Result<Outcome> {
     let start = Instant::now();
-    let mut c = Conn::connect(addr)?;
+    let mut c = ReplyStream::connect(addr, Duration::from_secs(30), 256 * 1024)?;
     let mut rng = Rng::new(seed ^ 0x5eed);
     let value_bytes: Vec<u8> = (0..values.max)
         .map(|_| b'a' + rng.below(26) as u8)
