@@ -1,7 +1,7 @@
 //! Server-wide commands: `stats`, `flush_all`, `cache_memlimit`, `version`,
 //! `verbosity`, `shutdown`. They act on state every core shares.
 
-use super::stats::sum;
+use super::stats::summed;
 use super::Shared;
 use crate::protocol::classic::parse_u64;
 use crate::protocol::{reply, Keys, RELATIVE_EXPTIME_MAX};
@@ -101,24 +101,9 @@ fn general_stats(shared: &Shared, now: u32, out: &mut Vec<u8>) {
         "curr_connections",
         shared.curr_connections.load(Ordering::Relaxed),
     );
-    let counter_names: Vec<&'static str> = cores[0].counters.fields().map(|(n, _)| n).collect();
-    for (i, name) in counter_names.iter().enumerate() {
-        let total: u64 = cores
-            .iter()
-            .map(|c| c.counters.fields().nth(i).map_or(0, |(_, v)| v))
-            .sum();
+    for (name, total) in summed(cores, |c| c.counters.fields()) {
         reply::push_stat(out, name, total);
     }
-    reply::push_stat(
-        out,
-        "get_expired",
-        sum(cores, |c| c.gauges.get_expired.get()),
-    );
-    reply::push_stat(
-        out,
-        "get_flushed",
-        sum(cores, |c| c.gauges.get_flushed.get()),
-    );
     reply::push_stat(out, "limit_maxbytes", shared.memory_limit.current());
     reply::push_stat(
         out,
@@ -126,71 +111,16 @@ fn general_stats(shared: &Shared, now: u32, out: &mut Vec<u8>) {
         u8::from(!shared.shutdown.load(Ordering::Relaxed)),
     );
     reply::push_stat(out, "threads", cores.len());
-    reply::push_stat(out, "bytes", sum(cores, |c| c.gauges.bytes.get()));
-    reply::push_stat(out, "curr_items", sum(cores, |c| c.gauges.curr_items.get()));
-    reply::push_stat(
-        out,
-        "total_items",
-        sum(cores, |c| c.gauges.total_items.get()),
-    );
-    reply::push_stat(
-        out,
-        "expired_unfetched",
-        sum(cores, |c| c.gauges.expired_unfetched.get()),
-    );
-    reply::push_stat(
-        out,
-        "evicted_unfetched",
-        sum(cores, |c| c.gauges.evicted_unfetched.get()),
-    );
-    reply::push_stat(out, "evictions", sum(cores, |c| c.gauges.evictions.get()));
-    reply::push_stat(out, "reclaimed", sum(cores, |c| c.gauges.reclaimed.get()));
-    reply::push_stat(
-        out,
-        "total_pages",
-        sum(cores, |c| c.gauges.total_pages.get()),
-    );
-    reply::push_stat(
-        out,
-        "slabs_moved",
-        sum(cores, |c| c.gauges.slabs_moved.get()),
-    );
-    // The eviction policy (W-TinyLFU): its lists, its admission duels, and the
-    // admission window's share of capacity, averaged over the cores.
-    reply::push_stat(
-        out,
-        "policy_window_items",
-        sum(cores, |c| c.gauges.window_items.get()),
-    );
-    reply::push_stat(
-        out,
-        "policy_probation_items",
-        sum(cores, |c| c.gauges.probation_items.get()),
-    );
-    reply::push_stat(
-        out,
-        "policy_protected_items",
-        sum(cores, |c| c.gauges.protected_items.get()),
-    );
-    reply::push_stat(
-        out,
-        "policy_admissions",
-        sum(cores, |c| c.gauges.admissions.get()),
-    );
-    reply::push_stat(
-        out,
-        "policy_rejections",
-        sum(cores, |c| c.gauges.rejections.get()),
-    );
+    // Items, memory, expiry and eviction, and the eviction policy (W-TinyLFU):
+    // its lists and its admission duels.
+    for (name, total) in summed(cores, |c| c.gauges.fields()) {
+        reply::push_stat(out, name, total);
+    }
+    let window_permille: u64 = cores.iter().map(|c| c.window_permille.get()).sum();
     reply::push_stat(
         out,
         "policy_window_permille",
-        sum(cores, |c| c.gauges.window_permille.get()) / cores.len() as u64,
-    );
-    reply::push_stat(
-        out,
-        "policy_sketch_bytes",
-        sum(cores, |c| c.gauges.sketch_bytes.get()),
+        window_permille / cores.len() as u64,
     );
     // corecache's own: what a smart client needs to route keys itself.
     reply::push_stat(out, "cores", cores.len());

@@ -803,25 +803,25 @@ impl CoreState {
     fn publish(&self) {
         let stats = self.shard.stats();
         let gauges = &self.published().gauges;
+        gauges.bytes.set(stats.bytes);
         gauges.curr_items.set(stats.curr_items);
         gauges.total_items.set(stats.total_items);
-        gauges.bytes.set(stats.bytes);
-        gauges.evictions.set(stats.evictions);
-        gauges.expired_unfetched.set(stats.expired_unfetched);
-        gauges.evicted_unfetched.set(stats.evicted_unfetched);
-        gauges.reclaimed.set(stats.reclaimed);
         gauges.get_expired.set(stats.get_expired);
         gauges.get_flushed.set(stats.get_flushed);
+        gauges.expired_unfetched.set(stats.expired_unfetched);
+        gauges.evicted_unfetched.set(stats.evicted_unfetched);
+        gauges.evictions.set(stats.evictions);
+        gauges.reclaimed.set(stats.reclaimed);
+        gauges.total_pages.set(stats.total_pages);
         gauges.slabs_moved.set(stats.page_moves);
         gauges.slab_reassign_rescues.set(stats.pages_rescued_items);
-        gauges.window_permille.set(stats.window_permille);
-        gauges.window_items.set(stats.window_items);
-        gauges.probation_items.set(stats.probation_items);
-        gauges.protected_items.set(stats.protected_items);
-        gauges.admissions.set(stats.admissions);
-        gauges.rejections.set(stats.rejections);
-        gauges.sketch_bytes.set(stats.sketch_bytes);
-        gauges.total_pages.set(stats.total_pages);
+        gauges.policy_window_items.set(stats.window_items);
+        gauges.policy_probation_items.set(stats.probation_items);
+        gauges.policy_protected_items.set(stats.protected_items);
+        gauges.policy_admissions.set(stats.admissions);
+        gauges.policy_rejections.set(stats.rejections);
+        gauges.policy_sketch_bytes.set(stats.sketch_bytes);
+        self.published().window_permille.set(stats.window_permille);
     }
 
     /// Shutdown: stop reading; connections close once their replies are sent.

@@ -36,21 +36,23 @@ impl Counter {
     }
 }
 
-macro_rules! core_counters {
-    ($($name:ident),* $(,)?) => {
-        /// One core's counters, named as memcached's `stats` fields.
+/// A struct of [`Counter`]s named as their `stats` fields, which lists them in
+/// declaration order.
+macro_rules! stat_fields {
+    ($(#[$doc:meta])* $type:ident { $($name:ident),* $(,)? }) => {
+        $(#[$doc])*
         #[derive(Default, Debug)]
-        pub struct CoreStats {
+        pub struct $type {
             $(pub $name: Counter,)*
         }
 
-        impl CoreStats {
-            /// Each counter's name and value, in declaration order.
+        impl $type {
+            /// Each field's name and value, in declaration order.
             pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
                 [$((stringify!($name), self.$name.get()),)*].into_iter()
             }
 
-            /// `stats reset`: zeroes the counters that memcached resets.
+            /// Zeroes every field.
             pub fn reset(&self) {
                 $(self.$name.set(0);)*
             }
@@ -58,71 +60,93 @@ macro_rules! core_counters {
     };
 }
 
-core_counters!(
-    cmd_get,
-    cmd_set,
-    cmd_flush,
-    cmd_touch,
-    get_hits,
-    get_misses,
-    delete_misses,
-    delete_hits,
-    incr_misses,
-    incr_hits,
-    decr_misses,
-    decr_hits,
-    cas_misses,
-    cas_hits,
-    cas_badval,
-    touch_hits,
-    touch_misses,
-    bytes_read,
-    bytes_written,
-    total_connections,
-    rejected_connections,
-    forwarded_requests,
-    forwarded_batches,
+stat_fields!(
+    /// One core's counters, named as memcached's `stats` fields; `stats reset`
+    /// zeroes them.
+    CoreStats {
+        cmd_get,
+        cmd_set,
+        cmd_flush,
+        cmd_touch,
+        get_hits,
+        get_misses,
+        delete_misses,
+        delete_hits,
+        incr_misses,
+        incr_hits,
+        decr_misses,
+        decr_hits,
+        cas_misses,
+        cas_hits,
+        cas_badval,
+        touch_hits,
+        touch_misses,
+        bytes_read,
+        bytes_written,
+        total_connections,
+        rejected_connections,
+        forwarded_requests,
+        forwarded_batches,
+    }
 );
 
-/// Figures a core copies from its shard once per loop turn: gauges and the
-/// shard's own counters, which `stats reset` does not zero.
-#[derive(Default, Debug)]
-pub struct ShardGauges {
-    pub curr_items: Counter,
-    pub total_items: Counter,
-    pub bytes: Counter,
-    pub evictions: Counter,
-    pub expired_unfetched: Counter,
-    pub evicted_unfetched: Counter,
-    pub reclaimed: Counter,
-    pub get_expired: Counter,
-    pub get_flushed: Counter,
-    pub total_pages: Counter,
-    pub curr_connections: Counter,
-    pub slabs_moved: Counter,
-    pub slab_reassign_rescues: Counter,
-    pub window_permille: Counter,
-    pub window_items: Counter,
-    pub probation_items: Counter,
-    pub protected_items: Counter,
-    pub admissions: Counter,
-    pub rejections: Counter,
-    pub sketch_bytes: Counter,
-}
+stat_fields!(
+    /// Figures a core copies from its shard once per loop turn, named as their
+    /// `stats` fields: gauges and the shard's own counters, which `stats reset`
+    /// does not zero. `stats` sums them over the cores.
+    ShardGauges {
+        bytes,
+        curr_items,
+        total_items,
+        get_expired,
+        get_flushed,
+        expired_unfetched,
+        evicted_unfetched,
+        evictions,
+        reclaimed,
+        total_pages,
+        slabs_moved,
+        slab_reassign_rescues,
+        policy_window_items,
+        policy_probation_items,
+        policy_protected_items,
+        policy_admissions,
+        policy_rejections,
+        policy_sketch_bytes,
+    }
+);
 
 /// Everything one core publishes.
 #[derive(Default, Debug)]
 pub struct CorePublished {
     pub counters: CoreStats,
     pub gauges: ShardGauges,
+    /// The admission window's share of the shard's capacity, per mille (`stats`
+    /// averages it over the cores).
+    pub window_permille: Counter,
     /// The shard's slab classes for `stats slabs` / `stats items`, copied once
     /// a second (a lock, taken that rarely, off the request path).
     pub slabs: std::sync::Mutex<Vec<crate::storage::SlabClassStats>>,
 }
 
-/// Sums a field over all cores.
-pub fn sum(cores: &[CorePublished], field: impl Fn(&CorePublished) -> u64) -> u64 {
-    cores.iter().map(field).sum()
+/// Each field's name and its sum over the cores.
+pub fn summed<'a, I>(
+    cores: &'a [CorePublished],
+    fields: impl Fn(&'a CorePublished) -> I,
+) -> Vec<(&'static str, u64)>
+where
+    I: Iterator<Item = (&'static str, u64)>,
+{
+    let mut totals: Vec<(&'static str, u64)> = Vec::new();
+    for core in cores {
+        for (i, (name, value)) in fields(core).enumerate() {
+            match totals.get_mut(i) {
+                Some((_, total)) => *total += value,
+                None => totals.push((name, value)),
+            }
+        }
+    }
+    totals
 }
 
 #[cfg(test)]
@@ -139,5 +163,22 @@ mod tests {
         assert_eq!(fields, [("cmd_get", 1), ("get_hits", 3)]);
         stats.reset();
         assert!(stats.fields().all(|(_, v)| v == 0));
+    }
+
+    #[test]
+    fn summed_adds_each_field_over_the_cores() {
+        let cores: Vec<CorePublished> = (0..3).map(|_| CorePublished::default()).collect();
+        for (i, core) in cores.iter().enumerate() {
+            core.gauges.curr_items.add(i as u64 + 1);
+            core.counters.cmd_get.add(10);
+        }
+        let gauges = summed(&cores, |c| c.gauges.fields());
+        assert_eq!(
+            gauges.iter().find(|(n, _)| *n == "curr_items"),
+            Some(&("curr_items", 6))
+        );
+        assert_eq!(gauges.len(), cores[0].gauges.fields().count());
+        let counters = summed(&cores, |c| c.counters.fields());
+        assert_eq!(counters[0], ("cmd_get", 30));
     }
 }
