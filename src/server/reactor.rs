@@ -403,11 +403,6 @@ impl Reactor {
             result,
         });
     }
-
-    /// Whether sends are still in the kernel's hands.
-    pub fn sends_in_flight(&self) -> bool {
-        self.free_sends.len() < self.sends.len()
-    }
 }
 
 /// Refuses to start on a kernel that lacks an operation the loop relies on.
