@@ -69,6 +69,16 @@ impl Connection {
         self.socket.as_raw_fd()
     }
 
+    /// Skips a bad request of `consumed` bytes when `available` are buffered;
+    /// true when it reaches past them (the rest is swallowed as it arrives).
+    pub fn skip(&mut self, available: usize, consumed: usize) -> bool {
+        if consumed > available {
+            self.swallow = consumed - available;
+            return true;
+        }
+        false
+    }
+
     /// Where the next reply goes: straight to the output unless an earlier
     /// reply is still outstanding.
     pub fn reply_buffer(&mut self) -> &mut Vec<u8> {

@@ -455,7 +455,7 @@ impl CoreState {
                     }
                     Parsed::Error { reply, consumed } => {
                         connection.reply_buffer().extend_from_slice(reply);
-                        if self.skip(connection, buf.len() - start, consumed) {
+                        if connection.skip(buf.len() - start, consumed) {
                             return buf.len();
                         }
                         pos = start + consumed;
@@ -473,7 +473,7 @@ impl CoreState {
                             self.dispatch(connection, token, delete, &raw);
                         }
                         connection.reply_buffer().extend_from_slice(reply);
-                        if self.skip(connection, buf.len() - start, consumed) {
+                        if connection.skip(buf.len() - start, consumed) {
                             return buf.len();
                         }
                         pos = start + consumed;
@@ -513,16 +513,6 @@ impl CoreState {
         for &hash in &hashes[..count] {
             self.shard.prefetch(hash);
         }
-    }
-
-    /// Skips a bad request of `consumed` bytes when `available` are buffered;
-    /// returns true when it reaches past them (the rest is swallowed on arrival).
-    fn skip(&self, connection: &mut Connection, available: usize, consumed: usize) -> bool {
-        if consumed > available {
-            connection.swallow = consumed - available;
-            return true;
-        }
-        false
     }
 
     fn executor(&mut self) -> Executor<'_> {
