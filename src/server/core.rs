@@ -440,6 +440,17 @@ impl CoreState {
                 let Some((request, start)) = slot.take() else {
                     break;
                 };
+                // A refused `set` also drops the key's old value, as memcached does.
+                if let Parsed::TooLarge {
+                    unlink: Some(key), ..
+                } = request
+                {
+                    let mut raw = b"delete ".to_vec();
+                    raw.extend_from_slice(key);
+                    raw.extend_from_slice(b" noreply\r\n");
+                    let delete = Request::Delete { key, noreply: true };
+                    self.dispatch(connection, token, delete, &raw);
+                }
                 match request {
                     Parsed::Incomplete => unreachable!("never stored in the window"),
                     Parsed::Request { request, consumed } => {
@@ -453,25 +464,10 @@ impl CoreState {
                             return pos;
                         }
                     }
-                    Parsed::Error { reply, consumed } => {
-                        connection.reply_buffer().extend_from_slice(reply);
-                        if connection.skip(buf.len() - start, consumed) {
-                            return buf.len();
-                        }
-                        pos = start + consumed;
-                    }
-                    Parsed::TooLarge {
-                        reply,
-                        consumed,
-                        unlink,
+                    Parsed::Error { reply, consumed }
+                    | Parsed::TooLarge {
+                        reply, consumed, ..
                     } => {
-                        if let Some(key) = unlink {
-                            let mut raw = b"delete ".to_vec();
-                            raw.extend_from_slice(key);
-                            raw.extend_from_slice(b" noreply\r\n");
-                            let delete = Request::Delete { key, noreply: true };
-                            self.dispatch(connection, token, delete, &raw);
-                        }
                         connection.reply_buffer().extend_from_slice(reply);
                         if connection.skip(buf.len() - start, consumed) {
                             return buf.len();
