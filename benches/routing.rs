@@ -10,11 +10,9 @@ use std::sync::Arc;
 fn forward_batch(requests: usize) -> Batch {
     let mut batch = Batch::default();
     for i in 0..requests {
-        let start = batch.bytes.len();
-        batch
-            .bytes
-            .extend_from_slice(format!("get user:{i:06}\r\n").as_bytes());
-        batch.seal(7, i as u64, start, ItemKind::GetFragment);
+        batch.push(7, i as u64, ItemKind::GetFragment, |b| {
+            b.extend_from_slice(format!("get user:{i:06}\r\n").as_bytes())
+        });
     }
     batch
 }
@@ -36,9 +34,9 @@ fn bench_round_trip(c: &mut Criterion) {
                         };
                         let mut replies = Batch::default();
                         for item in &batch.items {
-                            let start = replies.bytes.len();
-                            replies.bytes.extend_from_slice(b"VALUE k 0 1\r\nx\r\n");
-                            replies.seal(item.conn, item.seq, start, ItemKind::Request);
+                            replies.push(item.conn, item.seq, ItemKind::Request, |b| {
+                                b.extend_from_slice(b"VALUE k 0 1\r\nx\r\n")
+                            });
                         }
                         mailboxes[from].post(1, Message::Reply(replies));
                     });

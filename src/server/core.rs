@@ -543,10 +543,7 @@ impl CoreState {
                 } else {
                     (connection.hold_reply(), ItemKind::Request)
                 };
-                let batch = &mut self.outbox.forwards[owner];
-                let start = batch.bytes.len();
-                batch.bytes.extend_from_slice(raw);
-                batch.seal(token, seq, start, kind);
+                self.outbox.forwards[owner].push(token, seq, kind, |b| b.extend_from_slice(raw));
             }
             return;
         }
@@ -562,10 +559,9 @@ impl CoreState {
                         self.executor().get(key, kind, connection.reply_buffer());
                     } else {
                         let seq = connection.hold_reply();
-                        let batch = &mut self.outbox.forwards[owner];
-                        let start = batch.bytes.len();
-                        encode_get_fragment(&mut batch.bytes, kind, key);
-                        batch.seal(token, seq, start, ItemKind::GetFragment);
+                        self.outbox.forwards[owner].push(token, seq, ItemKind::GetFragment, |b| {
+                            encode_get_fragment(b, kind, key)
+                        });
                     }
                 }
                 connection.reply_buffer().extend_from_slice(reply::END);
@@ -628,10 +624,12 @@ impl CoreState {
                                 );
                             } else {
                                 let seq = connection.hold_reply();
-                                let batch = &mut self.outbox.forwards[core];
-                                let start = batch.bytes.len();
-                                batch.bytes.extend_from_slice(raw);
-                                batch.seal(token, seq, start, ItemKind::Request);
+                                self.outbox.forwards[core].push(
+                                    token,
+                                    seq,
+                                    ItemKind::Request,
+                                    |b| b.extend_from_slice(raw),
+                                );
                             }
                         }
                         connection.reply_buffer().extend_from_slice(reply::END);

@@ -41,6 +41,13 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Appends one item, whose bytes `write` appends.
+    pub fn push(&mut self, conn: u64, seq: u64, kind: ItemKind, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        self.seal(conn, seq, start, kind);
+    }
+
     /// Records the bytes appended since `start` as one item.
     pub fn seal(&mut self, conn: u64, seq: u64, start: usize, kind: ItemKind) {
         self.items.push(Item {
@@ -146,12 +153,12 @@ mod tests {
     fn batches_keep_item_boundaries_and_order() {
         let mut outbox = Outbox::new(2);
         let batch = &mut outbox.forwards[1];
-        let start = batch.bytes.len();
-        batch.bytes.extend_from_slice(b"get a\r\n");
-        batch.seal(7, 1, start, ItemKind::GetFragment);
-        let start = batch.bytes.len();
-        batch.bytes.extend_from_slice(b"delete b\r\n");
-        batch.seal(7, 2, start, ItemKind::Request);
+        batch.push(7, 1, ItemKind::GetFragment, |b| {
+            b.extend_from_slice(b"get a\r\n")
+        });
+        batch.push(7, 2, ItemKind::Request, |b| {
+            b.extend_from_slice(b"delete b\r\n")
+        });
         let mut posted = Vec::new();
         outbox.flush(|to, m| posted.push((to, m)));
         assert_eq!(posted.len(), 1);
