@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -168,6 +168,21 @@ pub fn key(id: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Writes `keys` as DIR/NAME.keys, one key per line.
+fn write_trace(dir: &Path, name: &str, keys: &[u64]) -> Result<(), String> {
+    let path = dir.join(format!("{name}.keys"));
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    fs::create_dir_all(dir).map_err(fail)?;
+    let mut out = std::io::BufWriter::new(fs::File::create(&path).map_err(fail)?);
+    let mut k = Vec::new();
+    for &id in keys {
+        key(id, &mut k);
+        k.push(b'\n');
+        out.write_all(&k).map_err(fail)?;
+    }
+    out.flush().map_err(fail)
+}
+
 /// Splits `keys` into pipelined batches of at most `max` requests, each ending
 /// before a key that already occurs in it: every get in a batch is for a distinct
 /// key, so a miss's set is sent before the key is asked for again, as a sequential
@@ -239,6 +254,11 @@ pub struct ReplayArgs {
     /// First port to try; each server start takes the next free one.
     #[arg(long, default_value_t = 31400)]
     base_port: u16,
+    /// Also write each workload's key sequence to DIR/WORKLOAD-VALUES.keys (one key
+    /// per line), for `corecache-bench policy --format keys`: the same sequence through
+    /// the policy simulator, without sockets.
+    #[arg(long)]
+    write_traces: Option<PathBuf>,
 }
 
 /// One replay against one server.
@@ -257,6 +277,9 @@ pub struct Outcome {
     pub evictions: Option<u64>,
     pub version: Option<String>,
     pub seconds: f64,
+    /// `stats` then `stats slabs` after the replay (written to logs/LABEL.stats).
+    #[serde(skip)]
+    pub final_stats: Vec<(String, String)>,
 }
 
 impl Outcome {
@@ -381,6 +404,10 @@ pub fn replay(
     o.items_held = get("curr_items").and_then(|v| v.parse().ok());
     o.evictions = get("evictions").and_then(|v| v.parse().ok());
     o.version = get("version");
+    c.stream.write_all(b"stats slabs\r\n")?;
+    let slabs = c.reply(parse_stats)?;
+    o.final_stats = stats;
+    o.final_stats.extend(slabs);
     Ok(o)
 }
 
@@ -417,6 +444,9 @@ pub fn run(a: ReplayArgs) -> Result<(), String> {
                 seed: a.seed,
             };
             let keys = spec.keys();
+            if let Some(dir) = &a.write_traces {
+                write_trace(dir, &format!("{}-{values}", kind.name()), &keys)?;
+            }
             let distinct: HashSet<u64> = keys.iter().copied().collect();
             let distinct_bytes: u64 = distinct
                 .iter()
@@ -439,6 +469,7 @@ pub fn run(a: ReplayArgs) -> Result<(), String> {
                 port = compare::next_free_port(port.wrapping_add(1));
                 let label = format!("{}-{}-{}", t.name, kind.name(), values);
                 let log = a.out.join("logs").join(format!("{label}.log"));
+                let stats_file = a.out.join("logs").join(format!("{label}.stats"));
                 eprintln!("{label}: starting on port {port}");
                 let server = match Server::start(t, port, &a.server_cpus, &log) {
                     Ok(s) => s,
@@ -452,6 +483,13 @@ pub fn run(a: ReplayArgs) -> Result<(), String> {
                 match replay(addr, &keys, values, a.seed, a.batch) {
                     Ok(mut o) => {
                         o.target = t.name.clone();
+                        let lines: String = o
+                            .final_stats
+                            .iter()
+                            .map(|(k, v)| format!("{k} {v}\n"))
+                            .collect();
+                        fs::write(&stats_file, lines)
+                            .map_err(|e| format!("{}: {e}", stats_file.display()))?;
                         eprintln!(
                             "{label}: hit ratio {:.2}% ({} gets, {} sets, {} items held) in {:.1} s",
                             o.hit_ratio(),
