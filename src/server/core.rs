@@ -804,6 +804,8 @@ impl CoreState {
         gauges.policy_protected_items.set(stats.protected_items);
         gauges.policy_admissions.set(stats.admissions);
         gauges.policy_rejections.set(stats.rejections);
+        gauges.policy_window_ghost_hits.set(stats.window_ghost_hits);
+        gauges.policy_main_ghost_hits.set(stats.main_ghost_hits);
         gauges.policy_sketch_bytes.set(stats.sketch_bytes);
         self.published().window_permille.set(stats.window_permille);
     }

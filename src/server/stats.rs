@@ -112,6 +112,8 @@ stat_fields!(
         policy_protected_items,
         policy_admissions,
         policy_rejections,
+        policy_window_ghost_hits,
+        policy_main_ghost_hits,
         policy_sketch_bytes,
     }
 );

@@ -239,6 +239,10 @@ pub struct ShardStats {
     /// Window candidates admitted to the main space / evicted in the duel.
     pub admissions: u64,
     pub rejections: u64,
+    /// New keys the window / the main space had evicted lately: the hill
+    /// climber's steps towards a larger window / a larger main space.
+    pub window_ghost_hits: u64,
+    pub main_ghost_hits: u64,
     /// Bytes of the frequency sketch and doorkeeper.
     pub sketch_bytes: u64,
 }
@@ -409,7 +413,6 @@ impl Shard {
             }
             None => {
                 self.stats.get_misses += 1;
-                self.policy.record_miss(&mut self.slabs);
                 None
             }
         }
@@ -432,7 +435,6 @@ impl Shard {
             }
             None => {
                 self.stats.get_misses += 1;
-                self.policy.record_miss(&mut self.slabs);
                 None
             }
         }
@@ -663,6 +665,8 @@ impl Shard {
             protected_items: sum(|l| l.protected.len),
             admissions: p.admitted,
             rejections: p.rejected,
+            window_ghost_hits: p.window_ghost_hits,
+            main_ghost_hits: p.main_ghost_hits,
             sketch_bytes: self.policy.sketch_bytes() as u64,
             ..self.stats
         }
@@ -717,7 +721,7 @@ impl Shard {
             .collect()
     }
 
-    /// Policy figures: admissions, rejections, hill climber periods, sketch resets.
+    /// Policy figures: admissions, rejections, ghost hits, sketch resets.
     pub fn policy_stats(&self) -> PolicyStats {
         self.policy.stats()
     }

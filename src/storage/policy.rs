@@ -19,12 +19,19 @@
 //!   often; the loser is evicted (section 3, "TinyLFU admission").
 //! - The main space is a segmented LRU: a hit in **probation** moves an item to
 //!   **protected**; protected overflow goes back to probation's MRU end.
-//! - A **hill climber** resizes the window: every sample period (10 x capacity
-//!   requests) it compares the hit ratio with the previous period's and keeps
-//!   stepping in the same direction while the ratio improves (Caffeine's
-//!   `climb()`). Recency-friendly traces grow the window towards LRU; frequency-
-//!   friendly ones shrink it. The window share is one figure per shard applied to
-//!   every class's capacity.
+//! - A **hill climber** resizes the window, stepping the way that gains hits. Its
+//!   gradient comes from two small sets of *ghosts*, keys evicted lately, one set
+//!   per side that evicted them (ARC's B1 and B2): a new key the window dropped
+//!   lately would have hit with a slightly larger window, one the main space
+//!   dropped, with a slightly larger main space. Each such return moves the window
+//!   one step towards the side that would have kept it, so the split settles
+//!   where a few more entries are worth as much on either side (the shadow-queue
+//!   hill climbing of Cliffhanger, Cidon et al., NSDI'16). Recency-friendly
+//!   traces grow the window towards LRU; frequency-friendly ones keep it small.
+//!   Caffeine's climber compares hit ratios of whole periods of 10 x capacity
+//!   requests instead; that is too slow to follow popularity that shifts within
+//!   a period, where this climber moves at the next returning key.
+//!   The window share is one figure per shard applied to every class's capacity.
 //!
 //! The sketch is one per shard, so frequencies compare across classes; the shard
 //! uses that to decide which class gives up a page (see `Shard::rebalance`).
@@ -46,12 +53,20 @@ const WINDOW_INITIAL_SHARE: f64 = 0.01;
 const MAIN_PROTECTED_SHARE: f64 = 0.80;
 /// Share of capacity that probation never gives to the window.
 const PROBATION_SHARE: f64 = (1.0 - MAIN_PROTECTED_SHARE) * (1.0 - WINDOW_INITIAL_SHARE);
-/// First hill climber step, as a share of capacity (Caffeine: 6.25%).
-const CLIMBER_STEP_SHARE: f64 = 0.0625;
-/// A hit ratio change this large restarts the climber at the full step.
-const CLIMBER_RESTART_THRESHOLD: f64 = 0.05;
-/// Each step smaller than a restart shrinks by this factor, so the window settles.
-const CLIMBER_STEP_DECAY: f64 = 0.98;
+/// Each ghost set remembers about this share of capacity's worth of evictions:
+/// the "slightly larger" of the climber's question. Larger sets count returns
+/// that only a much larger window would catch and overgrow it on looping traces
+/// (gli, OLTP); this size was chosen on the shared traces and the server replays
+/// (docs/benchmarks.md).
+const GHOST_SHARE: f64 = 0.02;
+/// Entries of window a returning ghost moves the split by (times the ghosts'
+/// sampling weight).
+const GHOST_STEP_ENTRIES: f64 = 16.0;
+/// Ghost slots per set at least before keys are sampled ...
+const GHOST_MIN_SLOTS: usize = 256;
+/// ... and at most 1 key in 2^this is sampled, so the sets stay a small fraction
+/// of a byte per item of capacity.
+const GHOST_MAX_SAMPLE_BITS: u32 = 4;
 /// A losing candidate at least this frequent is still admitted with probability
 /// 1/[`WARM_ADMIT_ODDS`]. Without this an attacker who makes the probation victim
 /// look hot (hash flooding, or just a hot victim) keeps every new item out
@@ -138,19 +153,12 @@ pub struct PolicyStats {
     pub rejected: u64,
     /// Of `admitted`, warm losers let in at random (hash flooding defence).
     pub admitted_random: u64,
-    /// Hill climber periods completed.
-    pub climbs: u64,
+    /// New keys the window had dropped lately (each grew the window).
+    pub window_ghost_hits: u64,
+    /// New keys the main space had dropped lately (each shrank the window).
+    pub main_ghost_hits: u64,
     /// Sketch halvings.
     pub sketch_resets: u64,
-}
-
-/// Caffeine's hill climber state, in shares of capacity.
-struct Climber {
-    hits: u64,
-    misses: u64,
-    previous_hit_rate: f64,
-    /// Signed: the next adjustment if the hit ratio keeps improving.
-    step: f64,
 }
 
 pub(crate) struct Policy {
@@ -159,7 +167,7 @@ pub(crate) struct Policy {
     total_capacity: usize,
     /// Share of every class's capacity for its window (0 ..= 1 - PROBATION_SHARE).
     window_share: f64,
-    climber: Climber,
+    ghosts: Ghosts,
     rng: u64,
     pub stats: PolicyStats,
 }
@@ -173,12 +181,7 @@ impl Policy {
             sketch: Sketch::new(capacity),
             total_capacity: 0,
             window_share: WINDOW_INITIAL_SHARE,
-            climber: Climber {
-                hits: 0,
-                misses: 0,
-                previous_hit_rate: 0.0,
-                step: -CLIMBER_STEP_SHARE,
-            },
+            ghosts: Ghosts::default(),
             rng: seed | 1,
             stats: PolicyStats::default(),
         }
@@ -191,7 +194,8 @@ impl Policy {
         self.total_capacity = self.total_capacity - c.capacity as usize + capacity as usize;
         c.capacity = capacity;
         self.sketch.ensure_capacity(self.total_capacity);
-        self.fit(e, class, false);
+        self.ghosts.ensure_capacity(self.total_capacity);
+        self.fit(e, class);
     }
 
     pub fn window_share(&self) -> f64 {
@@ -229,16 +233,19 @@ impl Policy {
 
     /// A new entry: counted in the sketch and put at the window's MRU end.
     pub fn insert<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) {
-        self.sketch.increment(e.key_hash(id));
+        let key_hash = e.key_hash(id);
+        self.sketch.increment(key_hash);
+        if let Some(side) = self.ghosts.take(key_hash) {
+            self.climb(side);
+        }
         self.push_head(e, class, Segment::Window, id);
-        self.fit(e, class, false);
+        self.fit(e, class);
     }
 
     /// A read (or other use) of an entry: counted, moved to its list's MRU end, and
     /// promoted from probation to protected.
     pub fn access<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) {
         self.sketch.increment(e.key_hash(id));
-        self.climber.hits += 1;
         let seg = self.unlink(e, class, id);
         let to = match seg {
             Segment::Probation | Segment::Protected => Segment::Protected,
@@ -246,9 +253,8 @@ impl Policy {
         };
         self.push_head(e, class, to, id);
         if seg == Segment::Probation {
-            self.fit(e, class, false);
+            self.fit(e, class);
         }
-        self.maybe_climb(e);
     }
 
     /// An entry's bytes (links included) were copied to chunk `new` (a page move
@@ -269,21 +275,13 @@ impl Policy {
         }
     }
 
-    /// A read of an entry already used this second, outside probation: counted
-    /// (sketch and hit ratio) but left where it is. It is near its list's MRU end
+    /// A read of an entry already used this second, outside probation: counted in
+    /// the sketch but left where it is. It is near its list's MRU end
     /// already, and moving it again would touch its neighbours' memory, a cache
     /// miss each, for nothing (memcached bumps an item at most once a minute for
     /// the same reason). Probation hits always move: they promote the entry.
     pub fn access_in_place<E: Entries>(&mut self, e: &mut E, id: u32) {
         self.sketch.increment(e.key_hash(id));
-        self.climber.hits += 1;
-        self.maybe_climb(e);
-    }
-
-    /// A read that found nothing (for the hill climber's hit ratio).
-    pub fn record_miss<E: Entries>(&mut self, e: &mut E) {
-        self.climber.misses += 1;
-        self.maybe_climb(e);
     }
 
     /// Takes an entry off its list; returns the list it was on.
@@ -301,7 +299,7 @@ impl Policy {
             s => s,
         };
         self.push_head(e, class, to, id);
-        self.fit(e, class, false);
+        self.fit(e, class);
     }
 
     /// The entry to evict so that the class can take one more entry (which will
@@ -322,22 +320,23 @@ impl Policy {
         };
         let main_victim = tail(&lists.probation).or_else(|| tail(&lists.protected));
         let candidate = tail(&lists.window);
-        if lists.window.len < window_max {
-            return main_victim.or(candidate);
-        }
-        match (candidate, main_victim) {
-            (Some(c), Some(v)) => {
+        let (id, side) = match (candidate, main_victim) {
+            (Some(c), Some(v)) if lists.window.len >= window_max => {
                 if self.admit(e.key_hash(c), e.key_hash(v)) {
                     self.unlink(e, class, c);
                     self.push_head(e, class, Segment::Probation, c);
-                    Some(v)
+                    (v, Segment::Probation)
                 } else {
                     self.stats.rejected += 1;
-                    Some(c)
+                    (c, Segment::Window)
                 }
             }
-            (c, v) => c.or(v),
-        }
+            (_, Some(v)) => (v, Segment::Probation),
+            (Some(c), None) => (c, Segment::Window),
+            (None, None) => return None,
+        };
+        self.ghosts.record(e.key_hash(id), side);
+        Some(id)
     }
 
     /// TinyLFU's admission test (paper section 3) with Caffeine's defence against
@@ -367,64 +366,40 @@ impl Policy {
 
     // ----- hill climber --------------------------------------------------------
 
-    /// Caffeine's `climb()`: once a sample period of requests is in, step the
-    /// window share in the direction that improved the hit ratio.
-    fn maybe_climb<E: Entries>(&mut self, e: &mut E) {
-        let c = &mut self.climber;
-        let requests = c.hits + c.misses;
-        if requests < crate::storage::sketch::SAMPLE_MULTIPLIER * self.sketch.capacity() as u64 {
-            return;
-        }
-        let hit_rate = c.hits as f64 / requests as f64;
-        let change = hit_rate - c.previous_hit_rate;
-        let amount = if change >= 0.0 { c.step } else { -c.step };
-        c.step = if change.abs() >= CLIMBER_RESTART_THRESHOLD {
-            CLIMBER_STEP_SHARE * amount.signum()
+    /// A new key was evicted lately by `side`: one step towards keeping it.
+    fn climb(&mut self, side: Segment) {
+        let step =
+            GHOST_STEP_ENTRIES * self.ghosts.weight() as f64 / self.total_capacity.max(1) as f64;
+        let step = if side == Segment::Window {
+            self.stats.window_ghost_hits += 1;
+            step
         } else {
-            CLIMBER_STEP_DECAY * amount
+            self.stats.main_ghost_hits += 1;
+            -step
         };
-        c.previous_hit_rate = hit_rate;
-        c.hits = 0;
-        c.misses = 0;
-        self.stats.climbs += 1;
         // The window never goes below its starting share: a window of nothing
         // cannot notice that recency started to matter again.
         self.window_share =
-            (self.window_share + amount).clamp(WINDOW_INITIAL_SHARE, 1.0 - PROBATION_SHARE);
-        for class in 0..self.classes.len() {
-            self.fit(e, class, true);
-        }
+            (self.window_share + step).clamp(WINDOW_INITIAL_SHARE, 1.0 - PROBATION_SHARE);
     }
 
     /// Moves entries between lists until each is within its maximum: protected
     /// overflow to probation, window overflow to probation (no duel: the class
-    /// had room). With `grow`, also moves main LRU entries into a window below its
-    /// maximum when the main space holds more than its share (Caffeine's
-    /// `increaseWindow`).
-    fn fit<E: Entries>(&mut self, e: &mut E, class: usize, grow: bool) {
+    /// had room). A window below its maximum grows as new entries come in, since
+    /// [`victim`](Self::victim) then takes from the main space.
+    fn fit<E: Entries>(&mut self, e: &mut E, class: usize) {
         let (window_max, protected_max) = self.maxima(class);
-        let cap = self.classes[class].capacity;
         loop {
             let l = self.classes[class];
             let from = if l.protected.len > protected_max {
-                (l.protected.tail, Segment::Probation)
+                l.protected.tail
             } else if l.window.len > window_max {
-                (l.window.tail, Segment::Probation)
-            } else if grow
-                && l.window.len < window_max
-                && l.probation.len + l.protected.len > cap - window_max
-            {
-                let t = if l.probation.tail != NIL {
-                    l.probation.tail
-                } else {
-                    l.protected.tail
-                };
-                (t, Segment::Window)
+                l.window.tail
             } else {
                 return;
             };
-            self.unlink(e, class, from.0);
-            self.push_head(e, class, from.1, from.0);
+            self.unlink(e, class, from);
+            self.push_head(e, class, Segment::Probation, from);
         }
     }
 
@@ -464,6 +439,80 @@ impl Policy {
         e.set_next(id, NIL);
         e.set_segment(id, Segment::None);
         seg
+    }
+}
+
+/// Keys the policy evicted lately, by the side that evicted them: the climber's
+/// ghosts. Each set is direct-mapped (a ghost lives until a later one takes its
+/// slot, about as many evictions as the set has slots) and, once capacity is
+/// large, holds a 1-in-`weight` sample of keys: a few KB per shard at most
+/// (2 x 2 bytes x 2% of capacity / weight).
+#[derive(Default)]
+struct Ghosts {
+    /// Fingerprints of sampled keys the window evicted (mostly rejected candidates).
+    window: Vec<u16>,
+    /// Fingerprints of sampled keys the main space evicted.
+    main: Vec<u16>,
+    /// Keys whose hash has any of these bits set are not sampled.
+    sample_mask: u64,
+    capacity: usize,
+}
+
+impl Ghosts {
+    fn ensure_capacity(&mut self, capacity: usize) {
+        if capacity <= self.capacity {
+            return;
+        }
+        self.capacity = capacity;
+        let remembered = ((capacity as f64 * GHOST_SHARE) as usize).max(1);
+        let mut bits = 0;
+        while bits < GHOST_MAX_SAMPLE_BITS && remembered >> (bits + 1) >= GHOST_MIN_SLOTS {
+            bits += 1;
+        }
+        let slots = (remembered >> bits).max(1).next_power_of_two();
+        if slots != self.window.len() {
+            self.window = vec![0; slots];
+            self.main = vec![0; slots];
+        }
+        // The top bits: the slot and fingerprint come from the low ones.
+        self.sample_mask = !(u64::MAX >> bits);
+    }
+
+    /// Keys each ghost stands for.
+    fn weight(&self) -> u64 {
+        1 << self.sample_mask.count_ones()
+    }
+
+    /// A key's slot and (non-zero) fingerprint, if it is sampled.
+    fn slot(&self, key_hash: u64) -> Option<(usize, u16)> {
+        if self.window.is_empty() || key_hash & self.sample_mask != 0 {
+            return None;
+        }
+        let slot = (key_hash >> 16) as usize & (self.window.len() - 1);
+        Some((slot, key_hash as u16 | 1))
+    }
+
+    fn record(&mut self, key_hash: u64, side: Segment) {
+        if let Some((slot, fingerprint)) = self.slot(key_hash) {
+            match side {
+                Segment::Window => self.window[slot] = fingerprint,
+                _ => self.main[slot] = fingerprint,
+            }
+        }
+    }
+
+    /// The side that evicted this key lately, if any; the ghost is used up.
+    fn take(&mut self, key_hash: u64) -> Option<Segment> {
+        let (slot, fingerprint) = self.slot(key_hash)?;
+        if self.window[slot] == fingerprint {
+            self.window[slot] = 0;
+            Some(Segment::Window)
+        } else if self.main[slot] == fingerprint {
+            self.main[slot] = 0;
+            Some(Segment::Probation)
+        } else {
+            None
+        }
     }
 }
 
@@ -579,5 +628,57 @@ mod tests {
         let v = p.victim(&mut e, 0, NIL).unwrap();
         assert_eq!(v, 10);
         assert_eq!(p.stats.rejected, 1);
+    }
+
+    #[test]
+    fn returning_ghosts_step_the_window_towards_the_side_that_evicted_them() {
+        let cap = 1000;
+        let (mut p, mut e) = setup(cap);
+        for id in 0..cap {
+            p.insert(&mut e, 0, id);
+        }
+        let step = GHOST_STEP_ENTRIES / cap as f64;
+        let start = p.window_share();
+        // A fresh candidate loses its duel; when its key comes back the window
+        // grows by one step.
+        let rejected = p.victim(&mut e, 0, NIL).unwrap();
+        assert_eq!(e.segment(rejected), Segment::Window);
+        p.remove(&mut e, 0, rejected);
+        p.insert(&mut e, 0, rejected);
+        assert_eq!(p.stats.window_ghost_hits, 1);
+        assert!((p.window_share() - (start + step)).abs() < 1e-9);
+        // The ghost is used up: the same key again changes nothing.
+        let share = p.window_share();
+        p.remove(&mut e, 0, rejected);
+        p.insert(&mut e, 0, rejected);
+        assert_eq!(p.stats.window_ghost_hits, 1);
+        assert_eq!(p.window_share(), share);
+        // The window is now below its maximum, so the next victim comes from the
+        // main space; its return shrinks the window by one step.
+        let evicted = p.victim(&mut e, 0, NIL).unwrap();
+        assert_eq!(e.segment(evicted), Segment::Probation);
+        p.remove(&mut e, 0, evicted);
+        p.insert(&mut e, 0, evicted);
+        assert_eq!(p.stats.main_ghost_hits, 1);
+        assert!((p.window_share() - start).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ghosts_sample_keys_once_capacity_is_large() {
+        let mut g = Ghosts::default();
+        g.ensure_capacity(1000);
+        assert_eq!((g.weight(), g.window.len()), (1, 32));
+        g.ensure_capacity(10_000_000);
+        assert_eq!(g.weight(), 1 << GHOST_MAX_SAMPLE_BITS);
+        // 2% of 10M remembered through a 1-in-16 sample.
+        assert_eq!(
+            g.window.len(),
+            (200_000usize >> GHOST_MAX_SAMPLE_BITS).next_power_of_two()
+        );
+        let sampled = (0..10_000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .filter(|&h| g.slot(h).is_some())
+            .count();
+        assert!((400..850).contains(&sampled), "{sampled} of 10000 sampled");
     }
 }

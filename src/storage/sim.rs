@@ -3,8 +3,8 @@
 //! through plain LRU and Belady's OPT for comparison.
 //!
 //! The W-TinyLFU run drives [`Policy`] exactly as [`Shard`](super::Shard) does for
-//! one slab class: a read that hits is `access`, a miss is `record_miss`, then the
-//! store of the missed key takes a chunk (`victim` + `remove` when the class is
+//! one slab class: a read that hits is `access`; on a miss the store of the key
+//! takes a chunk (`victim` + `remove` when the class is
 //! full) and `insert`s it. Only the link storage differs (a vector here, item
 //! headers in the shard). Used by `corecache-bench policy` and the trace tests.
 
@@ -146,7 +146,6 @@ impl WTinyLfuSim {
             self.policy.access(&mut self.nodes, 0, id);
             return true;
         }
-        self.policy.record_miss(&mut self.nodes);
         if self.map.len() as u32 >= self.capacity {
             let victim = self
                 .policy
