@@ -825,6 +825,50 @@ fn memory_follows_a_change_in_value_sizes() {
 }
 
 #[test]
+fn a_page_of_hot_items_is_not_moved_for_a_class_with_hotter_victims() {
+    // Class "small": one page whose items are read often, and never-read items
+    // at the tail of its lists (its next victims).
+    let mut s = shard(4 * MIB);
+    let small = vec![b's'; 100];
+    for i in 0..2000 {
+        set(&mut s, format!("small:{i}").as_bytes(), &small);
+    }
+    for i in 0..100 {
+        set(&mut s, format!("cold:{i}").as_bytes(), &small);
+    }
+    for _ in 0..4 {
+        for i in 0..2000 {
+            assert!(get(&mut s, format!("small:{i}").as_bytes()).is_some());
+        }
+    }
+    let small_class = s.class_for_item(9, 100).unwrap() - 1;
+    assert_eq!(s.slab_class_stats()[small_class].total_pages, 1);
+    // Class "big": a loop over more keys than the other pages hold, so it
+    // evicts items read every round, which makes its victims far hotter than
+    // the small class's cold ones.
+    let big = vec![b'b'; 3000];
+    for _ in 0..6 {
+        for i in 0..1200 {
+            let k = format!("big:{i}");
+            if get(&mut s, k.as_bytes()).is_none() {
+                set(&mut s, k.as_bytes(), &big);
+            }
+        }
+    }
+    let st = s.stats();
+    assert!(st.evictions > 1000, "{st:?}");
+    // Taking the small class's page would evict 2000 hot items to make room for
+    // a few more loop members: it stays.
+    assert_eq!(s.slab_class_stats()[small_class].total_pages, 1);
+    assert_eq!(st.page_moves, 0, "{st:?}");
+    let kept = (0..2000)
+        .filter(|i| get(&mut s, format!("small:{i}").as_bytes()).is_some())
+        .count();
+    assert_eq!(kept, 2000);
+    check_invariants(&s);
+}
+
+#[test]
 fn policy_keeps_a_hot_set_through_a_scan_in_the_shard() {
     let mut s = shard(MIB);
     let value = [b'v'; 100];
