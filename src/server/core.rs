@@ -506,9 +506,7 @@ impl CoreState {
                 }
             }
         }
-        for &hash in &hashes[..count] {
-            self.shard.prefetch(hash);
-        }
+        self.shard.prefetch(&hashes[..count]);
     }
 
     fn executor(&mut self) -> Executor<'_> {

@@ -11,16 +11,17 @@
 //!
 //! Item bytes live only in the arena: `total_pages * page_size <= memory_limit`
 //! at all times (`set_memory_limit` lowering the limit empties pages at once).
-//! Outside the arena a shard also holds, per item: its index slot (4-byte chunk id
-//! plus 1 control byte, at hashbrown's load factor of at most 7/8: about 6 to 11
-//! bytes), a TTL heap entry of 8 bytes for items with an expiry (the heap is
-//! compacted when it holds over twice the live items), 4 bytes per free chunk
-//! on free lists, and 16 bytes per page; the policy's frequency sketch takes 8 bytes
-//! per chunk of capacity rounded up to a power of two, plus a 1-byte-per-chunk
-//! doorkeeper (both grow with the pages in use, and do not shrink). Bound: at most
-//! 30 bytes per chunk the limit can hold (`memory_limit / min_chunk_size`), a fixed
-//! share of the limit set by the smallest chunk; for 144-byte items about 20
-//! bytes per item (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header
+//! Outside the arena a shard also holds, per item: its index slot (a 4-byte chunk
+//! id and a 1-byte tag in 64-byte buckets of 12, at most 90% full and growing by
+//! a quarter: 5.9 to 7.4 bytes, `index.rs`), a TTL heap entry of 8 bytes for
+//! items with an expiry (the heap is compacted when it holds over twice the live
+//! items), 4 bytes per free chunk on free lists, and 16 bytes per page; the
+//! policy's frequency sketch takes 8 bytes per chunk of capacity rounded up to a
+//! power of two, plus a 1-byte-per-chunk doorkeeper (both grow with the pages in
+//! use, and do not shrink). Bound: at most 30 bytes per chunk the limit can hold
+//! (`memory_limit / min_chunk_size`), a fixed share of the limit set by the
+//! smallest chunk; for 144-byte items about 20 bytes per item
+//! (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header
 //! inside the chunk is `item::HEADER` (34) bytes, drawn in `item.rs`; the policy's
 //! links and segment live in it.
 //!
@@ -66,6 +67,7 @@
 //! `flush_all` is lazy: it records the store sequence number at which it takes
 //! effect and every item stored at or before it reads as a miss.
 
+mod index;
 mod item;
 mod meta;
 mod policy;
@@ -83,9 +85,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 
-use hashbrown::HashTable;
-
 use crate::keyhash::key_hash;
+use index::Index;
 use item::{HEADER, NIL};
 use policy::{Entries, Policy};
 use slab::Slabs;
@@ -310,7 +311,7 @@ pub struct Shard {
     config: ShardConfig,
     slabs: Slabs,
     /// Chunk ids, hashed by `key_hash(key)`; keys compared in the arena.
-    index: HashTable<u32>,
+    index: Index,
     /// (expiry, chunk id) of items stored with an expiry; entries are checked
     /// against the chunk when popped (lazy deletion).
     ttl: BinaryHeap<Reverse<(u32, u32)>>,
@@ -342,7 +343,7 @@ impl Shard {
             min_chunk,
             config.growth_factor,
         )?;
-        Ok(Shard::from_slabs(config, slabs))
+        Shard::from_slabs(config, slabs)
     }
 
     /// Rejects a config no arena can be built for; else the smallest chunk size.
@@ -371,7 +372,7 @@ impl Shard {
     }
 
     /// An empty shard over `slabs`.
-    fn from_slabs(config: ShardConfig, slabs: Slabs) -> Shard {
+    fn from_slabs(config: ShardConfig, slabs: Slabs) -> io::Result<Shard> {
         let stats = ShardStats {
             memory_limit: config.memory_limit as u64,
             ..ShardStats::default()
@@ -385,12 +386,12 @@ impl Shard {
                 .build_hasher()
                 .finish()
         };
-        Shard {
+        Ok(Shard {
             config,
             policy: Policy::new(classes, 0, seed),
             since_check: vec![0; classes],
             slabs,
-            index: HashTable::new(),
+            index: Index::new()?,
             ttl: BinaryHeap::new(),
             cas_last: 0,
             flush_seq: 0,
@@ -398,17 +399,23 @@ impl Shard {
             now: 0,
             stats,
             scratch: Vec::new(),
-        }
+        })
     }
 
     // ----- reads -------------------------------------------------------------
 
-    /// Starts loading the index entry and the item a lookup of `hash` will
-    /// touch. A hint only: serving a batch of requests, call this for every key
-    /// first, then serve them, so their cache misses overlap.
-    pub fn prefetch(&self, hash: u64) {
-        if let Some(&id) = self.index.iter_hash(hash).next() {
-            self.slabs.prefetch(id);
+    /// Starts loading the index buckets, then the items, that lookups of these
+    /// key hashes will touch. A hint only: serving a batch of requests, call this
+    /// with all their keys first, then serve them, so their cache misses overlap
+    /// instead of coming one after another.
+    pub fn prefetch(&self, hashes: &[u64]) {
+        for &hash in hashes {
+            self.index.prefetch(hash);
+        }
+        for &hash in hashes {
+            if let Some(id) = self.index.first_candidate(hash) {
+                self.slabs.prefetch(id);
+            }
         }
     }
 
@@ -739,15 +746,7 @@ impl Shard {
     /// the TTL heap, free lists, page metadata and the policy's sketch (allocated
     /// capacity, not counting the allocator's own overhead).
     pub fn heap_bytes(&self) -> usize {
-        let index = self.index.capacity();
-        let index_bytes = if index == 0 {
-            0
-        } else {
-            // hashbrown: one slot (u32) and one control byte per bucket, buckets a
-            // power of two >= capacity * 8 / 7, plus a group of trailing control bytes.
-            let buckets = (index * 8 / 7).next_power_of_two();
-            buckets * (4 + 1) + 16
-        };
+        let index_bytes = self.index.heap_bytes();
         let free: usize = self
             .slabs
             .classes
@@ -807,9 +806,7 @@ impl Shard {
     /// The chunk holding `key`, dead or alive.
     fn find(&self, key: &[u8], hash: u64) -> Option<u32> {
         let slabs = &self.slabs;
-        self.index
-            .find(hash, |&id| item::key(slabs.item(id)) == key)
-            .copied()
+        self.index.find(hash, |id| item::key(slabs.item(id)) == key)
     }
 
     /// The chunk holding a visible `key`; a dead one is freed on the way.
@@ -893,8 +890,8 @@ impl Shard {
         let slabs = &self.slabs;
         let entries: Vec<_> = self
             .index
-            .iter()
-            .filter_map(|&id| {
+            .ids()
+            .filter_map(|id| {
                 let exp = item::expiry(slabs.item(id));
                 (exp != 0).then_some(Reverse((exp, id)))
             })
@@ -917,6 +914,12 @@ impl Shard {
     ) -> Option<u32> {
         let size = item::total_size(key.len(), value.len());
         let class = self.slabs.class_for(size)?;
+        if old.is_none() {
+            let slabs = &self.slabs;
+            self.index
+                .reserve(|x| key_hash(item::key(slabs.item(x))))
+                .ok()?;
+        }
         let mut in_place = None;
         let id = match old {
             Some(o) if self.slabs.class_of(o) == class => {
@@ -944,17 +947,10 @@ impl Shard {
             Some(o) => {
                 self.stats.curr_items -= 1;
                 self.stats.bytes -= item::size(self.slabs.item(o)) as u64;
-                *self
-                    .index
-                    .find_mut(hash, |&x| x == o)
-                    .expect("old item is indexed") = id;
+                self.index.replace(hash, o, id);
                 self.release_chunk(o);
             }
-            None => {
-                let slabs = &self.slabs;
-                self.index
-                    .insert_unique(hash, id, |&x| key_hash(item::key(slabs.item(x))));
-            }
+            None => self.index.insert(hash, id),
         }
         self.ttl_push(expiry, id);
         Some(id)
@@ -1165,10 +1161,7 @@ impl Shard {
         self.policy.relocate(&mut self.slabs, class, to);
         let b = self.slabs.item(to);
         let (hash, expiry) = (key_hash(item::key(b)), item::expiry(b));
-        *self
-            .index
-            .find_mut(hash, |&x| x == id)
-            .expect("a live item is indexed") = to;
+        self.index.replace(hash, id, to);
         self.ttl_push(expiry, to);
         self.slabs.free(id);
         self.stats.pages_rescued_items += 1;
@@ -1209,10 +1202,7 @@ impl Shard {
 
     /// Takes item `id` (with key hash `hash`) out of the index and frees its chunk.
     fn unlink(&mut self, id: u32, hash: u64) {
-        self.index
-            .find_entry(hash, |&x| x == id)
-            .expect("item is indexed")
-            .remove();
+        self.index.remove(hash, id);
         self.stats.curr_items -= 1;
         self.stats.bytes -= item::size(self.slabs.item(id)) as u64;
         self.release_chunk(id);

@@ -143,6 +143,22 @@ pub(crate) struct Slabs {
     file: Option<Flock<File>>,
 }
 
+/// Asks the CPU to start loading the cache line holding `*at` without waiting
+/// for it (the arena's items here, the index's buckets in `index.rs`).
+#[inline]
+pub(crate) fn prefetch_read<T>(at: &T) {
+    let address = at as *const T as *const i8;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and reads nothing into the
+    // program; the address comes from a live reference, and SSE (which provides
+    // the instruction) is part of the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(address)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// Chunk sizes: `min_chunk` growing by `factor`, rounded up to 8 bytes, while the
 /// next class is still at most `page_size / factor`; the last class is a whole page.
 pub(crate) fn class_sizes(min_chunk: usize, factor: f64, page_size: usize) -> Vec<usize> {
@@ -465,16 +481,7 @@ impl Slabs {
         const LINES: usize = 3;
         let chunk = self.item(id);
         for line in 0..LINES.min(chunk.len().div_ceil(CACHE_LINE)) {
-            let address = chunk[line * CACHE_LINE..].as_ptr() as *const i8;
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch is a hint: it never faults and reads nothing
-            // into the program; the address lies inside a live chunk, and SSE
-            // (which provides the instruction) is part of the x86_64 baseline.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(address)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = address;
+            prefetch_read(&chunk[line * CACHE_LINE]);
         }
     }
 

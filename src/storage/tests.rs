@@ -763,14 +763,11 @@ fn bytes_per_item_stay_small() {
     for i in 0..n {
         assert_eq!(set(&mut s, &key(i), b"0123456789"), StoreResult::Stored);
     }
-    // hashbrown: 4-byte id + 1 control byte per bucket, at most 7/8 full.
-    let index_bytes = s.index.allocation_size();
+    // 64-byte buckets of 12 slots, 90% full at most, growing by a quarter.
+    let index_bytes = s.index.heap_bytes();
     let per_item = index_bytes as f64 / n as f64;
-    eprintln!(
-        "header {HEADER} B, index {per_item:.1} B/item ({} buckets for {n})",
-        index_bytes / 5
-    );
-    assert!(per_item <= 12.0, "index costs {per_item} B/item");
+    eprintln!("header {HEADER} B, index {per_item:.1} B/item");
+    assert!(per_item <= 7.5, "index costs {per_item} B/item");
     assert_eq!(s.stats().bytes, (n * (HEADER + key(0).len() + 10)) as u64);
 }
 
@@ -927,8 +924,8 @@ fn overhead_per_item_outside_the_chunk_is_small() {
     let per_item = (pages + heap) as f64 / n as f64;
     let outside = heap as f64 / n as f64;
     println!("arena {pages} + heap {heap} bytes: {per_item:.1} bytes/item, {outside:.1} outside the chunk");
-    // Index ~5.7-11.4 (hashbrown load), sketch 8 x capacity rounded to a power of
-    // two, doorkeeper 1: at most 30 bytes outside the chunk.
+    // Index 5.9-7.4, sketch 8 x capacity rounded to a power of two, doorkeeper
+    // 1: at most 30 bytes outside the chunk.
     assert!(
         outside <= 30.0,
         "{outside:.1} bytes per item outside the arena"

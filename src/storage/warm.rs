@@ -333,7 +333,7 @@ impl Shard {
         if saved.is_err() {
             reset(&locked, geometry.file_len())?;
         }
-        let mut shard = Shard::from_slabs(config.clone(), map(locked)?);
+        let mut shard = Shard::from_slabs(config.clone(), map(locked)?)?;
         let start = match saved {
             Ok(saved) => match shard.restore(saved, now) {
                 Ok(items) => WarmStart::Restored { items },
@@ -341,7 +341,7 @@ impl Shard {
                     drop(shard);
                     let locked = open_locked(&file.path)?;
                     reset(&locked, geometry.file_len())?;
-                    shard = Shard::from_slabs(config.clone(), map(locked)?);
+                    shard = Shard::from_slabs(config.clone(), map(locked)?)?;
                     WarmStart::Empty {
                         reason: format!("the saved arena is inconsistent: {why}"),
                     }
@@ -429,7 +429,7 @@ impl Shard {
                 let slabs = &self.slabs;
                 if self
                     .index
-                    .find(hash, |&x| item::key(slabs.item(x)) == item::key(b))
+                    .find(hash, |x| item::key(slabs.item(x)) == item::key(b))
                     .is_some()
                 {
                     return Err(format!(
@@ -449,7 +449,9 @@ impl Shard {
                 self.slabs.restore_live(id);
                 let slabs = &self.slabs;
                 self.index
-                    .insert_unique(hash, id, |&x| key_hash(item::key(slabs.item(x))));
+                    .reserve(|x| key_hash(item::key(slabs.item(x))))
+                    .map_err(|e| format!("index: {e}"))?;
+                self.index.insert(hash, id);
                 self.stats.curr_items += 1;
                 self.stats.bytes += size as u64;
                 if expiry != 0 {
