@@ -16,11 +16,11 @@
 //! a quarter: 5.9 to 7.4 bytes, `index.rs`), a TTL heap entry of 8 bytes for
 //! items with an expiry (the heap is compacted when it holds over twice the live
 //! items), 4 bytes per free chunk on free lists, and 16 bytes per page; the
-//! policy's frequency sketch takes 8 bytes per chunk of capacity rounded up to a
+//! policy's frequency sketch takes 4 bytes per chunk of capacity rounded up to a
 //! power of two, plus a 1-byte-per-chunk doorkeeper (both grow with the pages in
 //! use, and do not shrink). Bound: at most 30 bytes per chunk the limit can hold
 //! (`memory_limit / min_chunk_size`), a fixed share of the limit set by the
-//! smallest chunk; for 144-byte items about 20 bytes per item
+//! smallest chunk; for 144-byte items about 15 bytes per item
 //! (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header
 //! inside the chunk is `item::HEADER` (34) bytes, drawn in `item.rs`; the policy's
 //! links and segment live in it.

@@ -924,7 +924,7 @@ fn overhead_per_item_outside_the_chunk_is_small() {
     let per_item = (pages + heap) as f64 / n as f64;
     let outside = heap as f64 / n as f64;
     println!("arena {pages} + heap {heap} bytes: {per_item:.1} bytes/item, {outside:.1} outside the chunk");
-    // Index 5.9-7.4, sketch 8 x capacity rounded to a power of two, doorkeeper
+    // Index 5.9-7.4, sketch 4 x capacity rounded to a power of two, doorkeeper
     // 1: at most 30 bytes outside the chunk.
     assert!(
         outside <= 30.0,
