@@ -404,13 +404,14 @@ impl Shard {
 
     // ----- reads -------------------------------------------------------------
 
-    /// Starts loading the index buckets, then the items, that lookups of these
-    /// key hashes will touch. A hint only: serving a batch of requests, call this
+    /// Starts loading the index buckets and sketch counters, then the items,
+    /// that lookups of these key hashes will touch. A hint only: serving a batch of requests, call this
     /// with all their keys first, then serve them, so their cache misses overlap
     /// instead of coming one after another.
     pub fn prefetch(&self, hashes: &[u64]) {
         for &hash in hashes {
             self.index.prefetch(hash);
+            self.policy.prefetch(hash);
         }
         for &hash in hashes {
             if let Some(id) = self.index.first_candidate(hash) {

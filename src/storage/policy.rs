@@ -202,6 +202,11 @@ impl Policy {
         self.window_share
     }
 
+    /// Starts loading the sketch counters of a key (see `Shard::prefetch`).
+    pub fn prefetch(&self, key_hash: u64) {
+        self.sketch.prefetch(key_hash);
+    }
+
     pub fn sketch_bytes(&self) -> usize {
         self.sketch.heap_bytes()
     }

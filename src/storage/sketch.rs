@@ -203,6 +203,16 @@ impl Sketch {
         present
     }
 
+    /// Starts loading the cache line that holds the key's counters (a hint,
+    /// like the index's: a batch of requests loads all its lines at once).
+    #[inline]
+    pub fn prefetch(&self, key_hash: u64) {
+        if !self.table.is_empty() {
+            let (word, _) = self.slot(mix(key_hash), 0);
+            super::slab::prefetch_read(&self.table[word]);
+        }
+    }
+
     /// Estimated number of times the key was seen since counts were last halved
     /// (0..=16).
     pub fn frequency(&self, key_hash: u64) -> u8 {
