@@ -75,6 +75,11 @@ pub struct Cli {
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
 
+    /// Back item memory with transparent huge pages where the kernel allows them
+    /// (memcached -L): fewer TLB misses for large caches (docs/tuning.md).
+    #[arg(short = 'L', long = "enable-largepages")]
+    pub large_pages: bool,
+
     /// Slab chunk growth factor (memcached -f).
     #[arg(short = 'f', long = "slab-growth-factor", default_value_t = 1.25)]
     pub growth_factor: f64,
@@ -140,6 +145,8 @@ pub struct Config {
     pub udp_port: u16,
     pub user: Option<String>,
     pub use_cas: bool,
+    /// `-L`: advise huge pages for the arenas.
+    pub large_pages: bool,
     pub flush_enabled: bool,
     pub shutdown_enabled: bool,
     pub growth_factor: f64,
@@ -261,6 +268,7 @@ impl Cli {
             udp_port: self.udp_port,
             user: self.user,
             use_cas: !self.disable_cas,
+            large_pages: self.large_pages,
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,
             growth_factor: self.growth_factor,
@@ -407,6 +415,7 @@ mod tests {
             "-C",
             "-F",
             "-A",
+            "-L",
             "-vv",
             "-o",
             "modern,hashpower=20",
@@ -419,6 +428,7 @@ mod tests {
         assert_eq!(c.cores(), 3);
         assert_eq!(c.max_item_size, 2 << 20);
         assert!(!c.use_cas && !c.flush_enabled && c.shutdown_enabled);
+        assert!(c.large_pages);
         assert_eq!(c.verbose, 2);
     }
 

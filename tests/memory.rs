@@ -45,3 +45,43 @@ fn resident_memory_stays_under_the_limit_across_all_size_classes() {
     );
     println!("VmRSS grew {grown} bytes (limit {limit_mb} MiB) after {written} bytes written");
 }
+
+/// `-L` (memcached's large pages): the item arena is backed by transparent huge
+/// pages where the kernel allows them, and the server works as without it.
+#[test]
+fn large_pages_back_the_arena_with_huge_pages() {
+    let s = Server::builder()
+        .args(&["-L", "-m", "64", "-t", "1"])
+        .start();
+    let mut c = s.client();
+    let value = vec![b'h'; 1000];
+    for i in 0..20_000 {
+        c.set(&format!("k{i}"), &value);
+    }
+    for i in (0..20_000).step_by(997) {
+        c.expect(
+            format!("get k{i}\r\n"),
+            format!("VALUE k{i} 0 1000\r\n{}\r\nEND\r\n", "h".repeat(1000)),
+        );
+    }
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if is_memcached() || thp.is_empty() || thp.contains("[never]") {
+        println!("huge pages not checked (THP: {thp:?})");
+        return;
+    }
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", s.pid())).unwrap();
+    let huge_kb: u64 = smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("AnonHugePages:"))
+        .map(|v| {
+            v.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    // 20 MB of items: at least a few 2 MiB pages of the arena.
+    assert!(huge_kb >= 4096, "AnonHugePages {huge_kb} kB with -L");
+}

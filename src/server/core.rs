@@ -85,6 +85,7 @@ pub fn run_core(
         shard_config.growth_factor = config.growth_factor;
         shard_config.min_chunk_size = config.min_chunk_size;
         shard_config.use_cas = config.use_cas;
+        shard_config.huge_pages = config.large_pages;
         let shard = match &config.memory_file {
             None => Shard::new(shard_config)
                 .map_err(|e| format!("core {index}: mapping the shard's memory: {e}"))?,

@@ -146,6 +146,8 @@ pub struct ShardConfig {
     /// False with `-C`: items still get sequence numbers internally, but report
     /// CAS 0.
     pub use_cas: bool,
+    /// `-L`: ask the kernel for transparent huge pages for the arena.
+    pub huge_pages: bool,
 }
 
 impl ShardConfig {
@@ -166,6 +168,7 @@ impl ShardConfig {
             growth_factor: 1.25,
             min_chunk_size: 48,
             use_cas: true,
+            huge_pages: false,
         }
     }
 }
@@ -342,6 +345,7 @@ impl Shard {
             config.page_size,
             min_chunk,
             config.growth_factor,
+            config.huge_pages,
         )?;
         Shard::from_slabs(config, slabs)
     }

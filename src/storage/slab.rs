@@ -48,7 +48,7 @@
 use std::fs::File;
 use std::io;
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{Advice, MmapMut, MmapOptions};
 use nix::fcntl::Flock;
 
 /// The page has no class: free in the pool, or never used.
@@ -141,6 +141,10 @@ pub(crate) struct Slabs {
     pub classes: Vec<SlabClass>,
     /// The locked file a file-backed arena maps (segment 0 is its mapping).
     file: Option<Flock<File>>,
+    /// `-L`: new anonymous segments are advised to use transparent huge pages.
+    /// Items are reached at random, and with 4 KiB pages a large arena makes
+    /// nearly every item access a TLB miss too.
+    huge_pages: bool,
 }
 
 /// A zeroed table of `u64` words in an anonymous mapping of its own, for tables
@@ -236,8 +240,10 @@ impl Slabs {
         page_size: usize,
         min_chunk: usize,
         factor: f64,
+        huge_pages: bool,
     ) -> io::Result<Slabs> {
         let mut slabs = Slabs::empty(page_size, min_chunk, factor);
+        slabs.huge_pages = huge_pages;
         slabs.set_limit(memory_limit)?;
         Ok(slabs)
     }
@@ -319,6 +325,7 @@ impl Slabs {
             max_pages: 0,
             classes,
             file: None,
+            huge_pages: false,
         }
     }
 
@@ -462,6 +469,11 @@ impl Slabs {
             let add = want - self.mapped_pages;
             match MmapMut::map_anon(add * self.page_size) {
                 Ok(map) => {
+                    if self.huge_pages {
+                        // Where the kernel allows no huge pages the advice is
+                        // refused, and the arena works as without -L.
+                        let _ = map.advise(Advice::HugePage);
+                    }
                     self.segments.push(Segment {
                         map,
                         base: 0,
@@ -778,7 +790,7 @@ mod tests {
 
     #[test]
     fn chunk_ids_split_page_and_slot() {
-        let s = Slabs::new(4 << 20, 1 << 20, 48, 1.25).unwrap();
+        let s = Slabs::new(4 << 20, 1 << 20, 48, 1.25, false).unwrap();
         assert_eq!(s.slot_bits, 15);
         let id = s.make_id(3, 21844);
         assert_eq!(s.page_of(id), 3);
@@ -788,7 +800,7 @@ mod tests {
 
     #[test]
     fn pages_are_handed_out_up_to_the_limit() {
-        let mut s = Slabs::new(2 << 20, 1 << 20, 48, 1.25).unwrap();
+        let mut s = Slabs::new(2 << 20, 1 << 20, 48, 1.25, false).unwrap();
         let last = s.classes.len() - 1;
         assert!(s.alloc(last).is_some());
         assert!(s.alloc(last).is_some());
