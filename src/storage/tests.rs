@@ -866,6 +866,35 @@ fn a_page_of_hot_items_is_not_moved_for_a_class_with_hotter_victims() {
 }
 
 #[test]
+fn a_class_keeps_its_last_page_when_another_class_has_hotter_victims() {
+    // Class "rare": one page of items never read again.
+    let mut s = shard(4 * MIB);
+    let rare = vec![b'r'; 100];
+    for i in 0..50 {
+        set(&mut s, format!("rare:{i}").as_bytes(), &rare);
+    }
+    let rare_class = s.class_for_item(7, 100).unwrap() - 1;
+    // Class "big": a loop over more keys than the other pages hold, read every
+    // round, so its victims are far hotter than the rare class's.
+    let big = vec![b'b'; 3000];
+    for _ in 0..8 {
+        for i in 0..1200 {
+            let k = format!("big:{i}");
+            if get(&mut s, k.as_bytes()).is_none() {
+                set(&mut s, k.as_bytes(), &big);
+            }
+        }
+    }
+    assert!(s.stats().evictions > 1000);
+    // Taking the rare class's only page would make its next store take a page
+    // back from some other class, evicting a page of that class's items.
+    assert_eq!(s.slab_class_stats()[rare_class].total_pages, 1);
+    set(&mut s, b"rare:new", &rare);
+    assert_eq!(s.stats().page_moves, 0, "{:?}", s.stats());
+    check_invariants(&s);
+}
+
+#[test]
 fn policy_keeps_a_hot_set_through_a_scan_in_the_shard() {
     let mut s = shard(MIB);
     let value = [b'v'; 100];
