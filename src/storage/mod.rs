@@ -127,6 +127,14 @@ fn clearly_colder(sum: u32, mine: u32) -> bool {
     4 * sum + REBALANCE_MARGIN <= mine
 }
 
+/// How `put` rewrites an item in its own chunk.
+enum Rewrite {
+    /// Used this second outside probation: it keeps its links and list.
+    InPlace { prev: u32, next: u32, segment: u8 },
+    /// Taken off its list (the one given) and put back at the MRU end.
+    Moved(policy::Segment),
+}
+
 /// The TTL heap is not compacted below this many entries.
 const HEAP_COMPACT_MIN: usize = 1024;
 
@@ -927,11 +935,29 @@ impl Shard {
                 .reserve(|x| key_hash(item::key(slabs.item(x))))
                 .ok()?;
         }
-        let mut in_place = None;
+        let mut rewrite = None;
         let id = match old {
             Some(o) if self.slabs.class_of(o) == class => {
-                in_place = Some(self.policy.remove(&mut self.slabs, class, o));
-                self.stats.bytes -= item::size(self.slabs.item(o)) as u64;
+                let b = self.slabs.item(o);
+                self.stats.bytes -= item::size(b) as u64;
+                // A rewrite is a use of the key. Like a read (`hit`), a rewrite of
+                // an item already used this second, outside probation, keeps its
+                // place in its list: moving it would touch both neighbours'
+                // memory for nothing.
+                let keep = Rewrite::InPlace {
+                    prev: item::prev(b),
+                    next: item::next(b),
+                    segment: item::segment(b),
+                };
+                rewrite = Some(
+                    if item::atime(b) == self.now
+                        && item::segment(b) != policy::Segment::Probation as u8
+                    {
+                        keep
+                    } else {
+                        Rewrite::Moved(self.policy.remove(&mut self.slabs, class, o))
+                    },
+                );
                 self.stats.curr_items -= 1;
                 o
             }
@@ -941,9 +967,19 @@ impl Shard {
         let b = self.slabs.item_mut(id);
         item::init(b, key, flags, expiry, cas, value.len(), self.now);
         item::value_mut(b).copy_from_slice(value);
-        match in_place {
-            // A rewrite is a use of the key: it keeps its list.
-            Some(seg) => self.policy.reinsert(&mut self.slabs, class, id, seg),
+        match rewrite {
+            Some(Rewrite::InPlace {
+                prev,
+                next,
+                segment,
+            }) => {
+                item::set_prev(b, prev);
+                item::set_next(b, next);
+                item::set_segment(b, segment);
+                self.policy.access_in_place(&mut self.slabs, id);
+            }
+            // It keeps its list (probation moves on to protected, as on a hit).
+            Some(Rewrite::Moved(seg)) => self.policy.reinsert(&mut self.slabs, class, id, seg),
             None => self.policy.insert(&mut self.slabs, class, id),
         }
         self.stats.curr_items += 1;
