@@ -895,6 +895,26 @@ fn a_class_keeps_its_last_page_when_another_class_has_hotter_victims() {
 }
 
 #[test]
+fn a_rewrite_in_the_same_second_keeps_the_items_place() {
+    let mut s = shard(MIB);
+    store_at(&mut s, StoreMode::Set, b"a", b"1", T0);
+    store_at(&mut s, StoreMode::Set, b"b", b"1", T0);
+    let class = s.class_for_item(1, 1).unwrap() - 1;
+    let head = |s: &Shard| s.policy.classes[class].window.head;
+    let b = head(&s);
+    // Rewritten in the second it was stored: "a" stays behind "b".
+    store_at(&mut s, StoreMode::Set, b"a", b"2", T0);
+    assert_eq!(head(&s), b);
+    assert_eq!(get_at(&mut s, b"a", T0).as_deref(), Some(&b"2"[..]));
+    check_invariants(&s);
+    // A second later the rewrite is a fresh use and moves it to the front.
+    store_at(&mut s, StoreMode::Set, b"a", b"3", T0 + 1);
+    assert_ne!(head(&s), b);
+    assert_eq!(get_at(&mut s, b"a", T0 + 1).as_deref(), Some(&b"3"[..]));
+    check_invariants(&s);
+}
+
+#[test]
 fn policy_keeps_a_hot_set_through_a_scan_in_the_shard() {
     let mut s = shard(MIB);
     let value = [b'v'; 100];
