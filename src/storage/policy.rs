@@ -241,7 +241,7 @@ impl Policy {
         let key_hash = e.key_hash(id);
         self.sketch.increment(key_hash);
         if let Some(side) = self.ghosts.take(key_hash) {
-            self.climb(side);
+            self.climb(e, side);
         }
         self.push_head(e, class, Segment::Window, id);
         self.fit(e, class);
@@ -371,8 +371,11 @@ impl Policy {
 
     // ----- hill climber --------------------------------------------------------
 
-    /// A new key was evicted lately by `side`: one step towards keeping it.
-    fn climb(&mut self, side: Segment) {
+    /// A new key was evicted lately by `side`: one step towards keeping it. Every
+    /// class's lists are fitted to the new split at once (a smaller main space
+    /// may leave protected over its share); a larger window fills as entries
+    /// come in.
+    fn climb<E: Entries>(&mut self, e: &mut E, side: Segment) {
         let step =
             GHOST_STEP_ENTRIES * self.ghosts.weight() as f64 / self.total_capacity.max(1) as f64;
         let step = if side == Segment::Window {
@@ -386,6 +389,9 @@ impl Policy {
         // cannot notice that recency started to matter again.
         self.window_share =
             (self.window_share + step).clamp(WINDOW_INITIAL_SHARE, 1.0 - PROBATION_SHARE);
+        for class in 0..self.classes.len() {
+            self.fit(e, class);
+        }
     }
 
     /// Moves entries between lists until each is within its maximum: protected
