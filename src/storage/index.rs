@@ -175,6 +175,7 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.buckets).flat_map(move |b| {
             let bucket = self.bucket(b);
@@ -327,6 +328,7 @@ impl Index {
     }
 
     /// Every indexed id.
+    #[cfg(test)]
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.table
             .ids()

@@ -14,8 +14,8 @@
 //! Outside the arena a shard also holds, per item: its index slot (a 4-byte chunk
 //! id and a 1-byte tag in 64-byte buckets of 12, at most 90% full and growing by
 //! a quarter: 5.9 to 7.4 bytes, `index.rs`), a TTL heap entry of 8 bytes for
-//! items with an expiry (the heap is compacted when it holds over twice the live
-//! items), 4 bytes per free chunk on free lists, and 16 bytes per page; the
+//! items with an expiry (stale entries are swept out a few per push while it
+//! holds over twice as many entries as items, `ttl.rs`), 4 bytes per free chunk on free lists, and 16 bytes per page; the
 //! policy's frequency sketch takes 4 bytes per chunk of capacity rounded up to a
 //! power of two, plus a 1-byte-per-chunk doorkeeper (both grow with the pages in
 //! use, and do not shrink). Bound: at most 30 bytes per chunk the limit can hold
@@ -76,6 +76,7 @@ mod policy;
 pub mod sim;
 pub mod sketch;
 mod slab;
+mod ttl;
 mod warm;
 
 #[cfg(test)]
@@ -84,7 +85,6 @@ mod proptests;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 
 use crate::keyhash::key_hash;
@@ -92,6 +92,7 @@ use index::Index;
 use item::{HEADER, NIL};
 use policy::{Entries, Policy};
 use slab::Slabs;
+use ttl::TtlHeap;
 
 pub use meta::{
     MetaArith, MetaArithResult, MetaDebug, MetaDelete, MetaDeleteResult, MetaGet, MetaHit, MetaSet,
@@ -135,8 +136,14 @@ enum Rewrite {
     Moved(policy::Segment),
 }
 
-/// The TTL heap is not compacted below this many entries.
-const HEAP_COMPACT_MIN: usize = 1024;
+/// The TTL heap is not swept below this many entries.
+const HEAP_SWEEP_MIN: usize = 1024;
+/// Entries a push into a TTL heap of more than twice its shard's item count
+/// checks for staleness. Over that size at least half the entries are stale,
+/// so a sweep of 4 removes about 2 while the push adds at most one stale entry:
+/// the heap shrinks back under the bound, a few item reads per push, instead of
+/// a rebuild that reads every item at once.
+const HEAP_SWEEP_PER_PUSH: usize = 4;
 
 /// Sizing of one shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,7 +334,7 @@ pub struct Shard {
     index: Index,
     /// (expiry, chunk id) of items stored with an expiry; entries are checked
     /// against the chunk when popped (lazy deletion).
-    ttl: BinaryHeap<Reverse<(u32, u32)>>,
+    ttl: TtlHeap,
     /// The last sequence number given out; the next store gets one more.
     cas_last: u64,
     /// Items with a sequence number at or below this are flushed.
@@ -406,7 +413,7 @@ impl Shard {
             since_check: vec![0; classes],
             slabs,
             index: Index::new()?,
-            ttl: BinaryHeap::new(),
+            ttl: TtlHeap::default(),
             cas_last: 0,
             flush_seq: 0,
             flush_at: None,
@@ -637,10 +644,10 @@ impl Shard {
         let mut freed = 0;
         for _ in 0..budget {
             match self.ttl.peek() {
-                Some(&Reverse((exp, _))) if exp <= now => {}
+                Some((exp, _)) if exp <= now => {}
                 _ => break,
             }
-            let Reverse((_, id)) = self.ttl.pop().expect("peeked");
+            let (_, id) = self.ttl.pop().expect("peeked");
             if !self.slabs.is_valid(id) {
                 continue;
             }
@@ -769,7 +776,7 @@ impl Shard {
             .map(|c| c.free.capacity() * 4)
             .sum();
         index_bytes
-            + self.ttl.capacity() * 8
+            + self.ttl.heap_bytes()
             + free
             + self.slabs.pages.capacity() * std::mem::size_of::<slab::PageMeta>()
             + self.policy.sketch_bytes()
@@ -893,25 +900,18 @@ impl Shard {
         if expiry == 0 {
             return;
         }
-        self.ttl.push(Reverse((expiry, id)));
-        if self.ttl.len() > HEAP_COMPACT_MIN && self.ttl.len() > 2 * self.stats.curr_items as usize
-        {
-            self.compact_ttl();
+        self.ttl.push((expiry, id));
+        if self.ttl.len() > HEAP_SWEEP_MIN && self.ttl.len() > 2 * self.stats.curr_items as usize {
+            // An entry is current while its chunk holds a live item with that
+            // expiry; others were left by deletes, rewrites and evictions.
+            let slabs = &self.slabs;
+            self.ttl.sweep(HEAP_SWEEP_PER_PUSH, |(exp, id)| {
+                slabs.is_valid(id) && {
+                    let b = slabs.item(id);
+                    item::is_live(b) && item::expiry(b) == exp
+                }
+            });
         }
-    }
-
-    /// Rebuilds the TTL heap from the live items, dropping stale entries.
-    fn compact_ttl(&mut self) {
-        let slabs = &self.slabs;
-        let entries: Vec<_> = self
-            .index
-            .ids()
-            .filter_map(|id| {
-                let exp = item::expiry(slabs.item(id));
-                (exp != 0).then_some(Reverse((exp, id)))
-            })
-            .collect();
-        self.ttl = BinaryHeap::from(entries);
     }
 
     /// Writes an item for `key` with `value`, replacing `old` (the key's current

@@ -577,14 +577,14 @@ fn reap_expired_frees_due_items_within_the_budget() {
 }
 
 #[test]
-fn ttl_heap_is_compacted() {
+fn ttl_heap_sheds_stale_entries_as_it_grows() {
     let mut s = shard(8 * MIB);
     set(&mut s, b"k", b"v");
     for i in 0..10_000 {
         assert!(s.touch(b"k", key_hash(b"k"), T0 + 100 + i, T0));
     }
     assert!(
-        s.ttl.len() <= HEAP_COMPACT_MIN + 1,
+        s.ttl.len() <= HEAP_SWEEP_MIN + 1,
         "heap holds {}",
         s.ttl.len()
     );

@@ -55,7 +55,6 @@ use super::item::{self, HEADER};
 use super::slab::{Layout, Slabs, NO_CLASS};
 use super::{Shard, ShardConfig, KEY_MAX};
 use crate::keyhash::key_hash;
-use std::cmp::Reverse;
 
 /// The first 8 bytes of every memory file.
 pub(crate) const MAGIC: [u8; 8] = *b"CCARENA\0";
@@ -455,7 +454,7 @@ impl Shard {
                 self.stats.curr_items += 1;
                 self.stats.bytes += size as u64;
                 if expiry != 0 {
-                    self.ttl.push(Reverse((expiry, id)));
+                    self.ttl.push((expiry, id));
                 }
                 kept[meta.class as usize].push((atime, cas, id));
             }
