@@ -135,7 +135,10 @@ impl Table {
     fn position(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<(usize, usize)> {
         let t = tag(hash);
         let mut b = self.home(hash);
-        loop {
+        // At most once round the table: overflow counts can all be non-zero (a
+        // count outlives its bucket's own entries while the entry that passed
+        // it lives), and a miss must still end.
+        for _ in 0..self.buckets {
             let bucket = self.bucket(b);
             for s in 0..SLOTS {
                 if bucket[s] == t && eq(Self::id(bucket, s)) {
@@ -147,6 +150,7 @@ impl Table {
             }
             b = self.next(b);
         }
+        None
     }
 
     /// Empties slot `s` of bucket `found`, which holds an entry for `hash`, and
@@ -433,6 +437,37 @@ mod tests {
         assert_eq!(ix.len(), 0);
         assert!((0..ix.table.buckets)
             .all(|b| ix.table.bucket(b)[..OVERFLOW + 2].iter().all(|&x| x == 0)));
+    }
+
+    #[test]
+    fn a_miss_ends_when_every_bucket_counts_overflow() {
+        // Key k of home h: the top 2 bits of the low 32 select one of the 4
+        // buckets of a new table; the id is the key.
+        let hash = |k: u32| (((k / 100) as u64) << 30) | ((k % 100) as u64) << 40 | (9 << 56);
+        let mut ix = Index::new().unwrap();
+        assert_eq!(ix.table.buckets, 4);
+        // For every home, 13 keys (one overflows into the next bucket, the last
+        // home's wraps to bucket 0), then the 12 in the home bucket deleted:
+        // every bucket counts one overflow, and the table holds 4 entries.
+        for h in 0..4u32 {
+            let keys: Vec<u32> = (0..13).map(|i| h * 100 + i).collect();
+            for &k in &keys {
+                ix.reserve(hash).unwrap();
+                ix.insert(hash(k), k);
+            }
+            for &k in &keys[..12] {
+                ix.remove(hash(k), k);
+            }
+        }
+        assert_eq!(ix.len(), 4);
+        assert!((0..4).all(|b| Table::overflow(ix.table.bucket(b)) > 0));
+        assert_eq!(ix.find(hash(50), |id| id == 50), None);
+        for h in 0..4u32 {
+            assert_eq!(
+                ix.find(hash(h * 100 + 12), |id| id == h * 100 + 12),
+                Some(h * 100 + 12)
+            );
+        }
     }
 
     #[test]
