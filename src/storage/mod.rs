@@ -892,8 +892,13 @@ impl Shard {
     }
 
     fn set_expiry(&mut self, id: u32, expiry: u32) {
-        item::set_expiry(self.slabs.item_mut(id), expiry);
-        self.ttl_push(expiry, id);
+        let b = self.slabs.item_mut(id);
+        // Unchanged: the heap already holds (expiry, id), and another copy could
+        // never be swept out (every copy is current).
+        if item::expiry(b) != expiry {
+            item::set_expiry(b, expiry);
+            self.ttl_push(expiry, id);
+        }
     }
 
     fn ttl_push(&mut self, expiry: u32, id: u32) {
@@ -936,10 +941,13 @@ impl Shard {
                 .ok()?;
         }
         let mut rewrite = None;
+        // The expiry the chunk's heap entry already has, for a rewrite in place.
+        let mut queued_expiry = None;
         let id = match old {
             Some(o) if self.slabs.class_of(o) == class => {
                 let b = self.slabs.item(o);
                 self.stats.bytes -= item::size(b) as u64;
+                queued_expiry = Some(item::expiry(b));
                 // A rewrite is a use of the key. Like a read (`hit`), a rewrite of
                 // an item already used this second, outside probation, keeps its
                 // place in its list: moving it would touch both neighbours'
@@ -995,7 +1003,12 @@ impl Shard {
             }
             None => self.index.insert(hash, id),
         }
-        self.ttl_push(expiry, id);
+        // A rewrite in place with the same expiry (incr, append, a set with the
+        // same absolute exptime) keeps its heap entry: a second, identical one
+        // would count as current and never be swept.
+        if queued_expiry != Some(expiry) {
+            self.ttl_push(expiry, id);
+        }
         Some(id)
     }
 

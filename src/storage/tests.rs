@@ -591,6 +591,27 @@ fn ttl_heap_sheds_stale_entries_as_it_grows() {
     assert_eq!(get_at(&mut s, b"k", T0 + 100 + 9_999), None);
 }
 
+#[test]
+fn rewrites_that_keep_the_expiry_add_no_heap_entries() {
+    let mut s = shard(8 * MIB);
+    let exp = T0 + 3600;
+    s.store(StoreMode::Set, b"ctr", key_hash(b"ctr"), 0, exp, b"1", T0);
+    for _ in 0..10_000 {
+        assert!(matches!(
+            arith(&mut s, b"ctr", true, 1),
+            ArithResult::Value(_)
+        ));
+        assert!(s.touch(b"ctr", key_hash(b"ctr"), exp, T0));
+    }
+    assert_eq!(s.ttl.len(), 1, "one entry for one item");
+    // A new expiry is a new entry; the old one is stale and freed nothing.
+    assert!(s.touch(b"ctr", key_hash(b"ctr"), exp + 1, T0));
+    assert_eq!(s.ttl.len(), 2);
+    assert_eq!(s.reap_expired(exp, 10), 0);
+    assert_eq!(s.reap_expired(exp + 1, 10), 1);
+    check_invariants(&s);
+}
+
 fn key(i: usize) -> Vec<u8> {
     format!("key:{i:08}").into_bytes()
 }
