@@ -5,7 +5,10 @@
 //! expiry (finding them would cost a search); such **stale** entries are skipped
 //! when they come due. So that they do not pile up, a heap holding more than
 //! twice as many entries as its shard has items checks a few entries on every
-//! push ([`TtlHeap::sweep`]) and removes the stale ones where they stand. It never rebuilds itself at once:
+//! push ([`TtlHeap::sweep`]) and removes the stale ones where they stand. (A
+//! rewrite that keeps its item's expiry pushes nothing, so the heap holds one
+//! current entry per item; an expiry that returns to an earlier value can leave
+//! identical copies, which count as current and go when they come due.) It never rebuilds itself at once:
 //! telling a stale entry from a current one reads the item (a cache miss), and a
 //! rebuild of a 2M-item shard stopped its core for 250 ms (measured, release
 //! build), where a sweep costs a few misses per push.
