@@ -15,6 +15,19 @@ pub fn key_hash(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
 
+/// Spreads a 64-bit value over all bits (the splitmix64 finalizer, a bijection).
+/// Inside a shard, where `owner` already chose the keys, structures that slice
+/// the key hash into bits (the sketch, the index) use `mix(hash)` or, keyed with
+/// a secret, `mix(hash ^ seed)`.
+#[inline]
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// The core (0..cores) that owns a key with hash `hash`: jump consistent hash
 /// (Lamping & Veach, 2014) of the key hash over the core count.
 ///

@@ -18,6 +18,10 @@
 //!   every full bucket it passed counts one more **overflow**: a lookup goes on
 //!   past a bucket only while its overflow is not zero, and removing the entry
 //!   takes the counts back. Nearly every lookup reads one cache line.
+//! - Homes and tags come from the key hash mixed with a **secret seed** per
+//!   shard (`mix(hash ^ seed)`): the key hash itself is public (clients compute
+//!   it to pick a core), so without the seed anyone who chooses keys could aim
+//!   them all at one bucket and make every lookup walk the table.
 //! - Since the bucket is known from the hash alone, [`Index::prefetch`] can
 //!   start loading it before the lookup; a batch of pipelined requests loads all
 //!   its buckets at once, then all its items (`Shard::prefetch`).
@@ -55,6 +59,16 @@ const MIN_BUCKETS: usize = 4;
 /// inserts alone finish the move long before it fills: after about
 /// 1/(MAX_LOAD x SLOTS x MIGRATE_BUCKETS) = 1/43 of the entries again.
 const MIGRATE_BUCKETS: usize = 4;
+
+/// The hash the tables see for a key hash (see the module doc).
+#[inline]
+fn scramble(seed: u64, hash: u64) -> u64 {
+    if seed == 0 {
+        hash
+    } else {
+        crate::keyhash::mix(hash ^ seed)
+    }
+}
 
 #[inline]
 fn tag(hash: u64) -> u8 {
@@ -197,6 +211,9 @@ struct Migration {
 }
 
 pub(crate) struct Index {
+    /// Mixed into every hash (see the module doc); 0 leaves hashes as they are,
+    /// which tests use to choose buckets.
+    seed: u64,
     table: Table,
     /// Set while entries move to `table` from a smaller table.
     old: Option<Migration>,
@@ -204,8 +221,9 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub fn new() -> io::Result<Index> {
+    pub fn new(seed: u64) -> io::Result<Index> {
         Ok(Index {
+            seed,
             table: Table::new(MIN_BUCKETS)?,
             old: None,
             len: 0,
@@ -222,9 +240,15 @@ impl Index {
         (self.table.buckets + self.old.as_ref().map_or(0, |m| m.table.buckets)) * BUCKET
     }
 
+    #[inline]
+    fn scramble(&self, hash: u64) -> u64 {
+        scramble(self.seed, hash)
+    }
+
     /// Starts loading the home bucket of `hash` (a hint: see the module doc).
     #[inline]
     pub fn prefetch(&self, hash: u64) {
+        let hash = self.scramble(hash);
         super::slab::prefetch_read(&self.table.map[self.table.home(hash) * BUCKET]);
     }
 
@@ -232,6 +256,7 @@ impl Index {
     /// `eq` holds.
     #[inline]
     pub fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let hash = self.scramble(hash);
         if let Some((b, s)) = self.table.position(hash, &mut eq) {
             return Some(Table::id(self.table.bucket(b), s));
         }
@@ -248,6 +273,7 @@ impl Index {
     }
 
     /// The table holding the entry `id` for `hash`, and where.
+    /// `hash` is scrambled already.
     fn locate(&mut self, hash: u64, id: u32) -> Option<(&mut Table, usize, usize)> {
         if let Some((b, s)) = self.table.position(hash, |x| x == id) {
             return Some((&mut self.table, b, s));
@@ -260,12 +286,14 @@ impl Index {
     /// Replaces the entry `old` stored under `hash` with `new`. Panics if `old`
     /// is not there: the caller's bookkeeping is broken.
     pub fn replace(&mut self, hash: u64, old: u32, new: u32) {
+        let hash = self.scramble(hash);
         let (table, b, s) = self.locate(hash, old).expect("replaced entry is indexed");
         table.set_slot(b, s, tag(hash), new);
     }
 
     /// Removes the entry `id` stored under `hash`. Panics if it is not there.
     pub fn remove(&mut self, hash: u64, id: u32) {
+        let hash = self.scramble(hash);
         let (table, b, s) = self.locate(hash, id).expect("removed entry is indexed");
         table.clear(hash, b, s);
         self.len -= 1;
@@ -302,6 +330,7 @@ impl Index {
     /// Moves the entries of up to `buckets` old buckets to the new table; drops
     /// the old table once it is empty.
     fn migrate(&mut self, buckets: usize, rehash: &impl Fn(u32) -> u64) {
+        let seed = self.seed;
         let Some(m) = self.old.as_mut() else {
             return;
         };
@@ -311,7 +340,7 @@ impl Index {
                 let bucket = m.table.bucket(b);
                 if bucket[s] != 0 {
                     let id = Table::id(bucket, s);
-                    let hash = rehash(id);
+                    let hash = scramble(seed, rehash(id));
                     m.table.clear(hash, b, s);
                     self.table.place(hash, id);
                 }
@@ -326,6 +355,7 @@ impl Index {
     /// Adds `id` under `hash`, after [`reserve`](Self::reserve) (the caller
     /// knows the key is not indexed yet).
     pub fn insert(&mut self, hash: u64, id: u32) {
+        let hash = self.scramble(hash);
         assert!(self.len < self.table.slots(), "insert without reserve");
         self.table.place(hash, id);
         self.len += 1;
@@ -353,7 +383,7 @@ mod tests {
 
     #[test]
     fn finds_what_was_inserted_through_growth() {
-        let mut ix = Index::new().unwrap();
+        let mut ix = Index::new(0).unwrap();
         // Ids stand for keys here: id k is stored under h(k). Insert until a
         // growth has finished moving, past 10,000.
         let mut n = 0;
@@ -378,7 +408,7 @@ mod tests {
 
     #[test]
     fn growth_moves_entries_a_few_buckets_per_insert() {
-        let mut ix = Index::new().unwrap();
+        let mut ix = Index::new(0).unwrap();
         let mut n = 0;
         while ix.old.is_none() {
             ix.reserve(h).unwrap();
@@ -421,7 +451,7 @@ mod tests {
     fn overflow_chains_are_followed_and_taken_back() {
         // Every key hashes to bucket 0 (low 32 bits 0) with the same tag.
         let same = |k: u32| ((k as u64) << 32) & 0x00ff_ffff_0000_0000 | (7 << 56);
-        let mut ix = Index::new().unwrap();
+        let mut ix = Index::new(0).unwrap();
         let n = 3 * SLOTS as u32;
         for k in 0..n {
             ix.reserve(same).unwrap();
@@ -444,7 +474,7 @@ mod tests {
         // Key k of home h: the top 2 bits of the low 32 select one of the 4
         // buckets of a new table; the id is the key.
         let hash = |k: u32| (((k / 100) as u64) << 30) | ((k % 100) as u64) << 40 | (9 << 56);
-        let mut ix = Index::new().unwrap();
+        let mut ix = Index::new(0).unwrap();
         assert_eq!(ix.table.buckets, 4);
         // For every home, 13 keys (one overflows into the next bucket, the last
         // home's wraps to bucket 0), then the 12 in the home bucket deleted:
@@ -471,8 +501,34 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_seed_spreads_keys_aimed_at_one_bucket() {
+        // 1000 key hashes that agree in their low 32 bits: unseeded, they all
+        // share a home bucket and pile up in one overflow chain.
+        let aimed = |k: u32| (k as u64 + 1) << 32;
+        let longest_chain = |seed: u64| {
+            let mut ix = Index::new(seed).unwrap();
+            for k in 0..1000 {
+                ix.reserve(aimed).unwrap();
+                ix.insert(aimed(k), k);
+            }
+            for k in 0..1000 {
+                assert_eq!(ix.find(aimed(k), |id| id == k), Some(k));
+            }
+            (0..ix.table.buckets)
+                .map(|b| Table::overflow(ix.table.bucket(b)))
+                .max()
+                .unwrap()
+        };
+        assert!(longest_chain(0) > 500, "unseeded: one long chain");
+        assert!(
+            longest_chain(0x5eed_1234_abcd_0001) < 24,
+            "seeded: spread out"
+        );
+    }
+
+    #[test]
     fn replace_swaps_the_id_in_place() {
-        let mut ix = Index::new().unwrap();
+        let mut ix = Index::new(0).unwrap();
         ix.reserve(h).unwrap();
         ix.insert(h(1), 1);
         ix.replace(h(1), 1, 99);
@@ -508,7 +564,7 @@ mod tests {
                 let key = (id % 1000) as u64;
                 ((key % 37) << 27) | ((key % 5) << 56)
             };
-            let mut ix = Index::new().unwrap();
+            let mut ix = Index::new(0).unwrap();
             let mut model: HashMap<u32, u32> = HashMap::new();
             for op in ops {
                 match op {

@@ -412,7 +412,8 @@ impl Shard {
             policy: Policy::new(classes, 0, seed),
             since_check: vec![0; classes],
             slabs,
-            index: Index::new()?,
+            // Its own secret, derived from the policy's (a bijection of it).
+            index: Index::new(crate::keyhash::mix(seed) | 1)?,
             ttl: TtlHeap::default(),
             cas_last: 0,
             flush_seq: 0,

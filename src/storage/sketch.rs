@@ -85,17 +85,9 @@ pub struct Sketch {
     resets: u64,
 }
 
-/// Spreads a 64-bit key hash (which also picks the shard and the index bucket, so
-/// its low bits may be alike for all keys of a shard) over all bits: the
-/// splitmix64 finalizer.
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+// The key hash also picks the shard, so its bits may be alike for all keys of a
+// shard: the sketch slices `mix(key_hash)` instead.
+use crate::keyhash::mix;
 
 impl Sketch {
     /// A sketch for a cache of `capacity` items.
