@@ -62,6 +62,9 @@ fn bad_numbers_in_storage_commands() {
         "set c abc 0 1\r\nx\r\n",
         "set c 0 0 1x\r\nx\r\n",
         "cas c 0 0 1 abc\r\nx\r\n",
+        // Out of the 32-bit range: refused, never wrapped into it.
+        "set c 0 18446744073709551615 1\r\nx\r\n",
+        "set c 0 9223372036854775808 1\r\nx\r\n",
     ] {
         c.expect(cmd, "CLIENT_ERROR bad command line format\r\nERROR\r\n");
     }
@@ -69,6 +72,14 @@ fn bad_numbers_in_storage_commands() {
     c.expect(
         "set c 0 0 -1\r\n",
         "CLIENT_ERROR bad command line format\r\n",
+    );
+    c.expect(
+        "set c 0 0 -18446744073709551615\r\n",
+        "CLIENT_ERROR bad command line format\r\n",
+    );
+    c.expect(
+        "touch c 18446744073709551615\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
     );
     c.expect("get c\r\n", "END\r\n");
 }

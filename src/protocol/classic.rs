@@ -397,17 +397,41 @@ pub(crate) fn parse_i32(token: &[u8]) -> Option<i64> {
         Some(b'-') => (true, &token[1..]),
         _ => (false, token),
     };
-    let n = parse_u64(digits)? as i64;
-    let n = if negative { -n } else { n };
-    (i32::MIN as i64..=i32::MAX as i64)
-        .contains(&n)
-        .then_some(n)
+    // Range-check before any sign or cast: 2^63 and above must not wrap into
+    // range (`set k 0 18446744073709551615 1` is a bad exptime, not -1).
+    let magnitude = parse_u64(digits)?;
+    let limit = if negative {
+        1u64 << 31
+    } else {
+        i32::MAX as u64
+    };
+    (magnitude <= limit).then(|| {
+        let n = magnitude as i64;
+        if negative {
+            -n
+        } else {
+            n
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn i32_tokens_out_of_range_are_refused_not_wrapped() {
+        assert_eq!(parse_i32(b"2147483647"), Some(i32::MAX as i64));
+        assert_eq!(parse_i32(b"-2147483648"), Some(i32::MIN as i64));
+        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"-2147483649"), None);
+        assert_eq!(parse_i32(b"18446744073709551615"), None);
+        assert_eq!(parse_i32(b"-18446744073709551615"), None);
+        assert_eq!(parse_i32(b"9223372036854775808"), None);
+        assert_eq!(parse_i32(b"-9223372036854775808"), None);
+        assert_eq!(parse_i32(b"-"), None);
+    }
 
     const LIMITS: ParseLimits = ParseLimits {
         max_item_size: 1024,
