@@ -368,11 +368,13 @@ impl Shard {
         })
     }
 
-    /// Gives an item a client-chosen CAS (`E`). The shard's sequence number is
-    /// raised to at least it, so a later `flush_all` still covers the item.
+    /// Gives an item a client-chosen CAS (`E`). As in memcached the shard's own
+    /// sequence does not move: raising it to a client's value could exhaust it
+    /// (`E18446744073709551615`). So an item given a CAS above the sequence
+    /// survives a later `flush_all` (memcached flushes it by time), and one
+    /// given a CAS at or below a past flush's counts as flushed.
     fn set_cas(&mut self, id: u32, cas: u64) {
         item::set_cas(self.slabs.item_mut(id), cas);
-        self.cas_last = self.cas_last.max(cas);
     }
 }
 
@@ -488,22 +490,47 @@ mod tests {
     }
 
     #[test]
-    fn explicit_cas_is_kept_and_survives_no_flush_it_precedes() {
+    fn explicit_cas_is_the_items_alone() {
         let mut s = shard();
         let h = key_hash(b"k");
-        let e = MetaSet {
-            new_cas: Some(1_000_000),
+        let e = |cas| MetaSet {
+            new_cas: Some(cas),
             ..MetaSet::default()
         };
         assert_eq!(
-            s.meta_store(b"k", h, b"a", e, NOW),
+            s.meta_store(b"k", h, b"a", e(1_000_000), NOW),
             (StoreResult::Stored, 1_000_000)
         );
-        // Later automatic CAS values are above it, and a flush covers it.
+        // The shard's own sequence goes on where it was.
         let (_, next) = s.meta_store(b"j", key_hash(b"j"), b"a", MetaSet::default(), NOW);
-        assert!(next > 1_000_000);
+        assert!(next < 1_000_000);
+        // CAS 0 with no flush made is not flushed; once a flush is made, a CAS
+        // at or below its mark is (memcached's oldest_cas), a later one is not.
+        s.meta_store(b"z", key_hash(b"z"), b"a", e(0), NOW);
+        assert!(s
+            .meta_get(b"z", key_hash(b"z"), MetaGet::default(), NOW)
+            .is_some());
         s.flush_all(NOW, NOW);
-        assert!(s.meta_get(b"k", h, MetaGet::default(), NOW).is_none());
+        assert!(s
+            .meta_get(b"j", key_hash(b"j"), MetaGet::default(), NOW)
+            .is_none());
+        s.meta_store(b"z", key_hash(b"z"), b"a", e(0), NOW);
+        assert!(s
+            .meta_get(b"z", key_hash(b"z"), MetaGet::default(), NOW)
+            .is_none());
+        // An extreme CAS neither wraps the sequence nor poisons later stores.
+        s.meta_store(b"m", key_hash(b"m"), b"a", e(u64::MAX), NOW);
+        s.flush_all(NOW, NOW);
+        s.store(
+            StoreMode::Set,
+            b"after",
+            key_hash(b"after"),
+            0,
+            0,
+            b"v",
+            NOW,
+        );
+        assert!(s.get(b"after", key_hash(b"after"), NOW).is_some());
     }
 
     #[test]

@@ -754,7 +754,7 @@ impl Shard {
             .chain(policy::iter(&self.slabs, l.protected.head))
             .chain(policy::iter(&self.slabs, l.probation.head))
             .map(|id| self.slabs.item(id))
-            .filter(|b| item::cas(b) > self.flush_seq)
+            .filter(|b| !self.flushed(b))
             .take(limit)
             .map(|b| (item::key(b).to_vec(), item::value_len(b), item::expiry(b)))
             .collect()
@@ -818,8 +818,17 @@ impl Shard {
         }
     }
 
+    /// Stored before the last `flush_all` took effect. The store sequence number
+    /// orders items exactly; 0 means nothing was flushed (an item a client gave
+    /// CAS 0 with `E` is not flushed by no flush). An item given a CAS at or
+    /// below the flush's by `E` after it counts as flushed, as in memcached
+    /// (`oldest_cas`).
+    fn flushed(&self, b: &[u8]) -> bool {
+        self.flush_seq != 0 && item::cas(b) <= self.flush_seq
+    }
+
     fn dead(&self, b: &[u8]) -> Option<Dead> {
-        if item::cas(b) <= self.flush_seq {
+        if self.flushed(b) {
             return Some(Dead::Flushed);
         }
         let exp = item::expiry(b);
