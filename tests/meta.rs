@@ -231,6 +231,13 @@ fn ms_too_large_and_bad_chunks() {
     c.expect(cmd, "SERVER_ERROR object too large for cache\r\n");
     // The data was swallowed, and the old value is gone.
     c.expect("mg big v\r\n", "EN\r\n");
+    // The same with the key in base64 ("big2" is YmlnMg==).
+    c.expect("ms YmlnMg== 1 b T0\r\nx\r\n", "HD\r\n");
+    let mut cmd = b"ms YmlnMg== 4000 b\r\n".to_vec();
+    cmd.extend_from_slice(&big);
+    cmd.extend_from_slice(b"\r\n");
+    c.expect(cmd, "SERVER_ERROR object too large for cache\r\n");
+    c.expect("mg big2 v\r\n", "EN\r\n");
     // A data block of the wrong length.
     c.expect(
         "ms a 2\r\nxyz\r\n",

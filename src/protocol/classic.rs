@@ -29,10 +29,30 @@ pub enum Parsed<'a> {
     TooLarge {
         reply: &'static [u8],
         consumed: usize,
-        unlink: Option<&'a [u8]>,
+        unlink: Option<Unlink<'a>>,
     },
     /// memcached hangs up: a line too long to be a command.
     Close,
+}
+
+/// The key whose old value a refused `set` removes, as it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlink<'a> {
+    Key(&'a [u8]),
+    /// A meta key sent in base64 (`b`).
+    Base64(&'a [u8]),
+}
+
+impl Unlink<'_> {
+    /// A request that removes the key and answers nothing: what the server runs
+    /// in place of the refused `set`.
+    pub fn delete_request(&self) -> Vec<u8> {
+        let (head, key, tail): (&[u8], &[u8], &[u8]) = match *self {
+            Unlink::Key(k) => (b"delete ", k, b" noreply\r\n"),
+            Unlink::Base64(k) => (b"md ", k, b" b q\r\n"),
+        };
+        [head, key, tail].concat()
+    }
 }
 
 /// Looks at the front of `buf` for one request.
@@ -267,7 +287,7 @@ fn parse_store<'a>(
         return Parsed::TooLarge {
             reply: silenced(reply::TOO_LARGE, noreply),
             consumed: total,
-            unlink: (kind == StoreKind::Set).then_some(key),
+            unlink: (kind == StoreKind::Set).then_some(Unlink::Key(key)),
         };
     }
     if buf.len() < total {
@@ -550,7 +570,7 @@ mod tests {
             Parsed::TooLarge {
                 reply: reply::TOO_LARGE,
                 consumed: b"set a 0 0 2000\r\n".len() + 2002,
-                unlink: Some(b"a"),
+                unlink: Some(Unlink::Key(b"a")),
             }
         );
         // Only `set` drops the old value; append keeps it.

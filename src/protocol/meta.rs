@@ -10,7 +10,7 @@
 //! ([`DecodedKey`], no allocation), because the decoded bytes are what is stored,
 //! hashed and routed to the owning core.
 
-use super::classic::{parse_i32, parse_u64};
+use super::classic::{parse_i32, parse_u64, Unlink};
 use super::{reply, ParseLimits, Parsed, Request, KEY_MAX_LENGTH};
 
 pub const INVALID_FLAG: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
@@ -216,8 +216,11 @@ pub(crate) fn parse_meta<'a>(
     };
     let total = line_len + length + 2;
     if length > limits.max_item_size {
-        let unlink =
-            (request.flags.set_mode == SetMode::Set && !request.flags.base64).then_some(raw_key);
+        let unlink = (request.flags.set_mode == SetMode::Set).then_some(if request.flags.base64 {
+            Unlink::Base64(raw_key)
+        } else {
+            Unlink::Key(raw_key)
+        });
         return Parsed::TooLarge {
             reply: reply::TOO_LARGE,
             consumed: total,
@@ -486,7 +489,7 @@ mod tests {
             Parsed::TooLarge {
                 reply: reply::TOO_LARGE,
                 consumed: 14 + 2002,
-                unlink: Some(b"a"),
+                unlink: Some(Unlink::Key(b"a")),
             }
         );
     }

@@ -9,7 +9,7 @@ pub mod classic;
 pub mod meta;
 pub mod reply;
 
-pub use classic::{parse, Parsed};
+pub use classic::{parse, Parsed, Unlink};
 pub use meta::{MetaCommand, MetaFlags, MetaRequest, SetMode};
 
 /// Longest key memcached accepts (`KEY_MAX_LENGTH`).

@@ -446,11 +446,10 @@ impl CoreState {
                     unlink: Some(key), ..
                 } = request
                 {
-                    let mut raw = b"delete ".to_vec();
-                    raw.extend_from_slice(key);
-                    raw.extend_from_slice(b" noreply\r\n");
-                    let delete = Request::Delete { key, noreply: true };
-                    self.dispatch(connection, token, delete, &raw);
+                    let raw = key.delete_request();
+                    if let Parsed::Request { request, .. } = protocol::parse(&raw, &self.limits) {
+                        self.dispatch(connection, token, request, &raw);
+                    }
                 }
                 match request {
                     Parsed::Incomplete => unreachable!("never stored in the window"),
