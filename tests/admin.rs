@@ -235,6 +235,42 @@ fn stats_cachedump() {
     }
 }
 
+/// A dump of everything is capped, as memcached caps its at 2 MB: here per core.
+#[test]
+fn stats_cachedump_output_is_capped() {
+    if skip_unless_corecache("cachedump of every LRU segment") {
+        return;
+    }
+    let s = Server::start(&["-m", "64", "-t", "1"]);
+    let mut c = s.client();
+    let prefix = "k".repeat(240);
+    let mut batch = Vec::new();
+    for i in 0..12_000 {
+        batch.extend_from_slice(format!("set {prefix}{i:05} 0 0 1 noreply\r\nv\r\n").as_bytes());
+    }
+    c.send(&batch);
+    c.expect_version();
+    let slabs = c.stats("slabs");
+    let class = slabs
+        .iter()
+        .find(|(k, v)| k.ends_with(":used_chunks") && v.parse::<u64>().unwrap() >= 12_000)
+        .map(|(k, _)| k.split(':').next().unwrap().to_string())
+        .expect("one class holds the items");
+    c.send(format!("stats cachedump {class} 0\r\n"));
+    let (mut lines, mut bytes) = (0, 0);
+    loop {
+        let line = c.read_line();
+        if line == "END" {
+            break;
+        }
+        assert!(line.starts_with("ITEM k"), "{line}");
+        lines += 1;
+        bytes += line.len() + 2;
+    }
+    assert!(bytes <= 2 << 20, "{bytes} bytes dumped");
+    assert!(lines > 7_000 && lines < 12_000, "{lines} lines");
+}
+
 #[test]
 fn cache_memlimit() {
     let s = Server::start(&[]);

@@ -219,11 +219,21 @@ pub fn cachedump_args(args: Keys<'_>) -> Result<(usize, usize), &'static [u8]> {
     }
 }
 
-/// One shard's `ITEM <key> [<bytes> b; <expiry> s]` lines for `stats cachedump`.
+/// Bytes of `ITEM` lines one core lists for `stats cachedump` at most, whatever
+/// the limit asked for (memcached caps its whole dump at 2 MB the same way).
+pub const CACHEDUMP_MAX_BYTES: usize = 2 << 20;
+
+/// One shard's `ITEM <key> [<bytes> b; <expiry> s]` lines for `stats cachedump`,
+/// up to [`CACHEDUMP_MAX_BYTES`].
 pub fn cachedump(shard: &Shard, class: usize, limit: usize, out: &mut Vec<u8>) {
+    let start = out.len();
     for (key, bytes, expiry) in shard.cachedump(class, limit) {
+        let line = format!(" [{bytes} b; {expiry} s]\r\n");
+        if out.len() - start + 5 + key.len() + line.len() > CACHEDUMP_MAX_BYTES {
+            break;
+        }
         out.extend_from_slice(b"ITEM ");
-        out.extend_from_slice(&key);
-        out.extend_from_slice(format!(" [{bytes} b; {expiry} s]\r\n").as_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(line.as_bytes());
     }
 }

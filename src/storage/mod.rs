@@ -90,7 +90,7 @@ use std::io;
 use crate::keyhash::key_hash;
 use index::Index;
 use item::{HEADER, NIL};
-use policy::{Entries, Policy};
+use policy::{ClassLists, Entries, Policy};
 use slab::Slabs;
 use ttl::TtlHeap;
 
@@ -744,20 +744,24 @@ impl Shard {
     /// of class `class_id` (from 1), most recently used first, at most `limit`
     /// (0 = all). Flushed items are left out; expired ones not yet freed are listed
     /// (this call has no clock), as memcached does.
-    pub fn cachedump(&self, class_id: usize, limit: usize) -> Vec<(Vec<u8>, usize, u32)> {
-        if class_id == 0 || class_id > self.slabs.classes.len() {
-            return Vec::new();
-        }
+    pub fn cachedump(
+        &self,
+        class_id: usize,
+        limit: usize,
+    ) -> impl Iterator<Item = (&[u8], usize, u32)> + '_ {
         let limit = if limit == 0 { usize::MAX } else { limit };
-        let l = &self.policy.classes[class_id - 1];
-        policy::iter(&self.slabs, l.window.head)
-            .chain(policy::iter(&self.slabs, l.protected.head))
-            .chain(policy::iter(&self.slabs, l.probation.head))
+        let lists = if (1..=self.slabs.classes.len()).contains(&class_id) {
+            self.policy.classes[class_id - 1]
+        } else {
+            ClassLists::default()
+        };
+        policy::iter(&self.slabs, lists.window.head)
+            .chain(policy::iter(&self.slabs, lists.protected.head))
+            .chain(policy::iter(&self.slabs, lists.probation.head))
             .map(|id| self.slabs.item(id))
             .filter(|b| !self.flushed(b))
             .take(limit)
-            .map(|b| (item::key(b).to_vec(), item::value_len(b), item::expiry(b)))
-            .collect()
+            .map(|b| (item::key(b), item::value_len(b), item::expiry(b)))
     }
 
     /// Policy figures: admissions, rejections, ghost hits, sketch resets.

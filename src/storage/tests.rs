@@ -763,16 +763,21 @@ fn slab_stats_and_cachedump_describe_a_class() {
     assert!(c.chunk_size as usize >= HEADER + key(0).len() + 3);
     // A read in the second the item was last used leaves it in place; a read in
     // a later second moves it to the front.
+    let dump = |s: &Shard, class, limit| -> Vec<(Vec<u8>, usize, u32)> {
+        s.cachedump(class, limit)
+            .map(|(k, len, exp)| (k.to_vec(), len, exp))
+            .collect()
+    };
     get(&mut s, &key(1));
-    assert_eq!(s.cachedump(class, 1)[0].0, key(4));
+    assert_eq!(dump(&s, class, 1)[0].0, key(4));
     assert!(s.get(&key(2), key_hash(&key(2)), T0 + 1).is_some());
-    let dump = s.cachedump(class, 3);
-    assert_eq!(dump.len(), 3);
-    assert_eq!(dump[0], (key(2), 3, T0 + 2));
-    assert_eq!(dump[1].0, key(4));
-    assert_eq!(s.cachedump(class, 0).len(), 5);
-    assert!(s.cachedump(0, 0).is_empty());
-    assert!(s.cachedump(class + 1, 0).is_empty());
+    let three = dump(&s, class, 3);
+    assert_eq!(three.len(), 3);
+    assert_eq!(three[0], (key(2), 3, T0 + 2));
+    assert_eq!(three[1].0, key(4));
+    assert_eq!(dump(&s, class, 0).len(), 5);
+    assert!(dump(&s, 0, 0).is_empty());
+    assert!(dump(&s, class + 1, 0).is_empty());
 }
 
 /// Bytes each item costs: the header inside the chunk, the index slot outside.
