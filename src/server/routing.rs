@@ -28,8 +28,10 @@ pub enum ItemKind {
 pub struct Item {
     pub conn: u64,
     pub seq: u64,
-    pub start: u32,
-    pub end: u32,
+    /// Byte range in the batch. Not u32: one multi-get can carry more than
+    /// 4 GiB of replies (the same large value asked for thousands of times).
+    pub start: usize,
+    pub end: usize,
     pub kind: ItemKind,
 }
 
@@ -53,14 +55,14 @@ impl Batch {
         self.items.push(Item {
             conn,
             seq,
-            start: start as u32,
-            end: self.bytes.len() as u32,
+            start,
+            end: self.bytes.len(),
             kind,
         });
     }
 
     pub fn item_bytes(&self, item: &Item) -> &[u8] {
-        &self.bytes[item.start as usize..item.end as usize]
+        &self.bytes[item.start..item.end]
     }
 }
 
