@@ -3,7 +3,10 @@
 
 use super::meta::{parse_meta, MetaCommand};
 use super::reply;
-use super::{GetKind, Keys, ParseLimits, Request, StoreKind, KEY_MAX_LENGTH, MAX_LINE_LENGTH};
+use super::{
+    GetKind, Keys, ParseLimits, Request, StoreKind, KEY_MAX_LENGTH, MAX_GET_LINE_LENGTH,
+    MAX_LINE_LENGTH,
+};
 
 /// The outcome of looking at the front of a connection's read buffer.
 #[allow(clippy::large_enum_variant)] // see `Request`
@@ -55,15 +58,24 @@ impl Unlink<'_> {
     }
 }
 
+/// Whether `buf`, the start of a command line with no newline yet, may still
+/// become a request: a command line is at most [`MAX_LINE_LENGTH`] bytes, a
+/// multi-key retrieval at most [`MAX_GET_LINE_LENGTH`]. memcached hangs up on
+/// longer ones.
+pub fn line_may_grow(buf: &[u8]) -> bool {
+    buf.len() <= MAX_LINE_LENGTH
+        || (buf.len() <= MAX_GET_LINE_LENGTH
+            && (buf.starts_with(b"get ") || buf.starts_with(b"gets ")))
+}
+
 /// Looks at the front of `buf` for one request.
 pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
     let Some(newline) = memchr(b'\n', buf) else {
-        // Multi-key retrievals have no line limit; anything else this long is
-        // garbage, and memcached hangs up on it.
-        if buf.len() > MAX_LINE_LENGTH && !buf.starts_with(b"get ") && !buf.starts_with(b"gets ") {
-            return Parsed::Close;
-        }
-        return Parsed::Incomplete;
+        return if line_may_grow(buf) {
+            Parsed::Incomplete
+        } else {
+            Parsed::Close
+        };
     };
     let line_len = newline + 1;
     let line = &buf[..newline];

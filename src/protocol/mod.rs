@@ -9,7 +9,7 @@ pub mod classic;
 pub mod meta;
 pub mod reply;
 
-pub use classic::{parse, Parsed, Unlink};
+pub use classic::{line_may_grow, parse, Parsed, Unlink};
 pub use meta::{MetaCommand, MetaFlags, MetaRequest, SetMode};
 
 /// Longest key memcached accepts (`KEY_MAX_LENGTH`).
@@ -18,6 +18,10 @@ pub const KEY_MAX_LENGTH: usize = 250;
 /// Longest command line memcached buffers without a newline before it closes the
 /// connection; multi-key retrievals are exempt because their lines have no bound.
 pub const MAX_LINE_LENGTH: usize = 2048;
+/// Longest `get`/`gets` line: multi-key retrievals may exceed [`MAX_LINE_LENGTH`]
+/// (memcached reads them in pieces), but not without bound. 16 MiB holds over
+/// 60,000 keys of the longest size.
+pub const MAX_GET_LINE_LENGTH: usize = 16 << 20;
 
 /// Exptime values up to this many seconds are relative to now; larger ones are
 /// absolute unix times (memcached's `REALTIME_MAXDELTA`, 30 days).

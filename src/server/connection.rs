@@ -24,6 +24,11 @@ pub struct Connection {
     socket: OwnedFd,
     /// Bytes received that do not yet form a whole request.
     pub input: Vec<u8>,
+    /// `input` is the start of a command line, with no newline yet: bytes
+    /// without a newline cannot complete it, so they are appended unparsed
+    /// (parsing scans the whole line, and a long `get` line arriving in small
+    /// reads would be scanned again on each).
+    pub partial_line: bool,
     /// Bytes still to discard: the rest of a value refused as too large.
     pub swallow: usize,
     /// Replies ready to go out, in order.
@@ -51,6 +56,7 @@ impl Connection {
         Connection {
             socket,
             input: Vec::new(),
+            partial_line: false,
             swallow: 0,
             out: Vec::with_capacity(4096),
             spare: Vec::new(),

@@ -390,6 +390,14 @@ impl CoreState {
             connection.input.extend_from_slice(data);
             return;
         }
+        if connection.partial_line && !data.contains(&b'\n') {
+            connection.input.extend_from_slice(data);
+            if protocol::line_may_grow(&connection.input) {
+                return;
+            }
+            // Too long to become a request: parsing the input says so.
+            data = &[];
+        }
         if connection.input.is_empty() {
             let used = self.serve(connection, token, data);
             if used < data.len() && connection.closing == Closing::Open {
@@ -404,6 +412,9 @@ impl CoreState {
                 connection.input = input;
             }
         }
+        // Cheap: a leftover that holds a whole command line has its newline
+        // near the front.
+        connection.partial_line = !connection.paused && !connection.input.contains(&b'\n');
     }
 
     /// Serves every complete request at the front of `buf`; returns the bytes used.
