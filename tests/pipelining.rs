@@ -141,6 +141,43 @@ fn many_connections_interleaved() {
     }
 }
 
+/// A client that pipelines more than the server will buffer replies for, then
+/// half-closes: every request is still served, in order, before the close.
+#[test]
+fn half_close_while_paused_serves_every_request() {
+    let s = Server::start(&["-t", "1"]);
+    let mut other = s.client();
+    other.set("big", &vec![b'b'; 1_000_000]);
+    let mut c = s.client();
+    let mut requests = Vec::new();
+    for _ in 0..6 {
+        requests.extend_from_slice(b"get big\r\n");
+    }
+    requests.extend_from_slice(b"set after 0 0 1 noreply\r\nx\r\n");
+    // Keep the core busy (copying 3 MB of values for `other`) while the
+    // requests and the end of the stream arrive, so that it sees both in one
+    // turn: the end of the stream then comes right after the connection paused.
+    other.send(b"get big big big\r\n");
+    c.send(&requests);
+    c.shutdown_write();
+    let mut third = s.client();
+    third.send(b"mn\r\n");
+    other.read_exact(3 * 1_000_023 + 5);
+    // Six 1 MB values: more than the 4 MiB of replies a connection may have
+    // waiting, so the set waits in the paused connection's input.
+    let reply = [
+        &b"VALUE big 0 1000000\r\n"[..],
+        &vec![b'b'; 1_000_000],
+        b"\r\nEND\r\n",
+    ]
+    .concat();
+    for _ in 0..6 {
+        assert!(c.read_exact(reply.len()) == reply, "a get's reply");
+    }
+    c.expect_closed();
+    other.expect("get after\r\n", "VALUE after 0 1\r\nx\r\nEND\r\n");
+}
+
 #[test]
 fn client_half_close_still_gets_replies() {
     let s = Server::start(&[]);

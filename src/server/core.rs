@@ -281,7 +281,11 @@ impl CoreState {
                     // Buffers come back every turn; a cancel was ours: both
                     // re-arm (or not) in `after_io` as the connection wants.
                     EndReason::OutOfBuffers | EndReason::Cancelled => {}
-                    // Answer what was asked, then close.
+                    // Answer what was asked, then close. A paused connection
+                    // still holds requests it has not served: they are served
+                    // once its replies drain, and the receive then re-armed
+                    // sees the end of the stream again.
+                    EndReason::EndOfStream if connection.paused => {}
                     EndReason::EndOfStream => connection.close(Closing::AfterReplies),
                     EndReason::Error(e) => {
                         tracing::debug!("receive error: {e}");
