@@ -206,3 +206,25 @@ fn flush_all_through_one_core_flushes_every_core() {
         );
     }
 }
+
+/// `flush_all` is ordered with the requests around it on the same connection,
+/// whichever core owns their keys: a set pipelined just before it is flushed, a
+/// set just after it is kept.
+#[test]
+fn flush_all_is_ordered_with_forwarded_requests() {
+    let Some(s) = start() else { return };
+    let other = keys_owned_by(0, 2, "ord-");
+    let mut c = Client::connect(s.core_ports[1]);
+    for _ in 0..20 {
+        c.send(format!(
+            "set {} 0 0 1\r\nx\r\nflush_all\r\nset {} 0 0 1\r\ny\r\n",
+            other[0], other[1]
+        ));
+        c.expect_reply("STORED\r\nOK\r\nSTORED\r\n");
+        c.expect(format!("get {}\r\n", other[0]), "END\r\n");
+        c.expect(
+            format!("get {}\r\n", other[1]),
+            format!("VALUE {} 0 1\r\ny\r\nEND\r\n", other[1]),
+        );
+    }
+}

@@ -12,9 +12,11 @@ pub const VERSION: &str = concat!("1.6.18-corecache-", env!("CARGO_PKG_VERSION")
 
 /// `flush_all [delay]`: everything stored up to the flush moment is gone once
 /// that moment arrives. Cores pick the new moment up before their next request.
-pub fn flush_all(shared: &Shared, delay: i64, now: u32) -> &'static [u8] {
+/// `flush_all [delay]`: the moment items stored before become invalid, or the
+/// refusal to send when flushing is disabled (`-F`).
+pub fn flush_moment(shared: &Shared, delay: i64, now: u32) -> Result<u32, &'static [u8]> {
     if !shared.config.flush_enabled {
-        return reply::FLUSH_DISABLED;
+        return Err(reply::FLUSH_DISABLED);
     }
     // memcached: a delay is relative up to 30 days, absolute beyond; the flush
     // takes effect for items stored up to one second before that moment.
@@ -28,8 +30,7 @@ pub fn flush_all(shared: &Shared, delay: i64, now: u32) -> &'static [u8] {
     } else {
         now
     };
-    shared.flush.request(oldest_live);
-    reply::OK
+    Ok(oldest_live)
 }
 
 /// `cache_memlimit <MB>`: changes the item memory limit at run time.

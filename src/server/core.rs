@@ -61,7 +61,6 @@ struct CoreState {
     listener_fds: Vec<std::os::fd::RawFd>,
     limits: ParseLimits,
     now: u32,
-    flush_seen: u64,
     memory_limit_seen: u64,
     draining: bool,
     slabs_published_at: u32,
@@ -121,7 +120,6 @@ pub fn run_core(
         outbox: Outbox::new(cores),
         listener_fds: listeners.sockets.iter().map(|s| s.as_raw_fd()).collect(),
         now: unix_now(),
-        flush_seen: 0,
         memory_limit_seen: 0,
         draining: false,
         slabs_published_at: 0,
@@ -221,11 +219,8 @@ impl CoreState {
         live.then_some(slot)
     }
 
-    /// Picks up `flush_all` and `cache_memlimit` changes made on any core.
+    /// Picks up `cache_memlimit` changes made on any core.
     fn apply_gates(&mut self) {
-        if let Some(oldest_live) = self.shared.flush.0.changed_since(&mut self.flush_seen) {
-            self.shard.flush_all(oldest_live as u32, self.now);
-        }
         if let Some(limit) = self
             .shared
             .memory_limit
@@ -581,9 +576,20 @@ impl CoreState {
             }
             Request::FlushAll { delay, noreply } => {
                 self.published().counters.cmd_flush.incr();
-                let answer = admin::flush_all(&self.shared, delay, self.now);
-                // Apply it here at once, so this connection's next request sees it.
-                self.apply_gates();
+                let answer = match admin::flush_moment(&self.shared, delay, self.now) {
+                    Ok(oldest_live) => {
+                        // Here at once; on the other cores in order with what this
+                        // core forwards them (see ItemKind::Flush).
+                        self.shard.flush_all(oldest_live, self.now);
+                        for core in (0..self.shared.cores()).filter(|&c| c != self.index) {
+                            self.outbox.forwards[core].push(0, 0, ItemKind::Flush, |b| {
+                                b.extend_from_slice(&oldest_live.to_le_bytes())
+                            });
+                        }
+                        reply::OK
+                    }
+                    Err(refusal) => refusal,
+                };
                 if !noreply {
                     connection.reply_buffer().extend_from_slice(answer);
                 }
@@ -682,14 +688,18 @@ impl CoreState {
         let shared = Arc::clone(&self.shared);
         shared.mailboxes[self.index].drain(|from, message| match message {
             Message::Forward(batch) => {
-                // A flush requested on another core before it forwarded these
-                // requests must be visible to them.
                 self.apply_gates();
                 let counters = &self.shared.published[self.index].counters;
                 counters.forwarded_batches.incr();
                 counters.forwarded_requests.add(batch.items.len() as u64);
                 for item in &batch.items {
                     let bytes = batch.item_bytes(item);
+                    if item.kind == ItemKind::Flush {
+                        let oldest_live = bytes.try_into().map(u32::from_le_bytes);
+                        self.shard
+                            .flush_all(oldest_live.expect("4 bytes"), self.now);
+                        continue;
+                    }
                     let Parsed::Request { request, .. } = protocol::parse(bytes, &self.limits)
                     else {
                         unreachable!("forwarded bytes were parsed once already");

@@ -53,16 +53,6 @@ impl Gate {
     }
 }
 
-/// The flush moment of `flush_all`: a [`Gate`] over unix seconds.
-#[derive(Debug, Default)]
-pub struct FlushGate(Gate);
-
-impl FlushGate {
-    pub fn request(&self, oldest_live: u32) {
-        self.0.request(oldest_live as u64);
-    }
-}
-
 /// State every core can see. Mutable parts are atomics with one clear owner
 /// or setting-style values; the data path shares nothing else.
 pub struct Shared {
@@ -71,7 +61,6 @@ pub struct Shared {
     pub published: Vec<CorePublished>,
     pub mailboxes: Vec<Mailbox>,
     pub ring_fds: Vec<AtomicI32>,
-    pub flush: FlushGate,
     pub memory_limit: Gate,
     pub shutdown: AtomicBool,
     /// Cores that have published their figures once (start-up).
@@ -110,7 +99,6 @@ pub fn run(config: Config) -> Result<(), String> {
         published: (0..cores).map(|_| CorePublished::default()).collect(),
         mailboxes: (0..cores).map(|_| Mailbox::new(cores)).collect(),
         ring_fds: (0..cores).map(|_| AtomicI32::new(-1)).collect(),
-        flush: FlushGate::default(),
         memory_limit: Gate::new(config.memory_limit as u64),
         shutdown: AtomicBool::new(false),
         cores_published: AtomicUsize::new(0),

@@ -21,6 +21,11 @@ pub enum ItemKind {
     NoReply,
     /// One key of a multi-key retrieval: its `VALUE` block goes back, no `END`.
     GetFragment,
+    /// `flush_all` made on the sending core: the bytes are the flush moment
+    /// (unix seconds, u32 little-endian); nothing goes back. It travels with
+    /// the requests so that every core applies it after the ones the sender
+    /// forwarded before it and before the ones after.
+    Flush,
 }
 
 /// One request or reply inside a batch; its bytes are `bytes[start..end]`.
