@@ -340,20 +340,28 @@ fn signals_drain_and_exit_cleanly() {
         let mut s = Server::start(&["-t", "2"]);
         let mut c = s.client();
         c.set("k", b"v");
-        // A pipeline in flight when the signal arrives is still answered.
+        // A pipeline the server has received, and is answering when the signal
+        // arrives, is answered to the end. (It fits one receive buffer, and its
+        // first reply is read before the signal: bytes the server never read
+        // before it stopped reading cannot be answered, and a socket closed
+        // with them unread is reset.)
         let mut pipeline = Vec::new();
-        for i in 0..200 {
+        for i in 0..100 {
             pipeline
                 .extend_from_slice(format!("set key{i} 0 0 1\r\nx\r\nget key{i}\r\n").as_bytes());
         }
+        assert!(pipeline.len() < 8192);
         c.send(&pipeline);
+        c.expect_reply("STORED\r\n");
         let kill = std::process::Command::new("kill")
             .args([format!("-{signal}"), s.pid().to_string()])
             .status()
             .unwrap();
         assert!(kill.success());
-        for i in 0..200 {
-            c.expect_reply("STORED\r\n");
+        for i in 0..100 {
+            if i > 0 {
+                c.expect_reply("STORED\r\n");
+            }
             c.expect_reply(format!("VALUE key{i} 0 1\r\nx\r\nEND\r\n"));
         }
         let status = s
