@@ -70,7 +70,10 @@ fn items_survive_a_clean_restart_and_not_a_crash() {
     for i in 0..KEYS {
         c.set_full(&format!("key:{i}"), i as u32 * 3, 0, &value_of(i));
     }
-    assert_eq!(c.stat("curr_items"), KEYS as u64, "nothing was evicted");
+    // Items whose CAS a client chose (`E`), above the server's counter and 0.
+    c.expect("ms e:high 1 E999999999\r\nh\r\n", "HD\r\n");
+    c.expect("ms e:zero 1 E0\r\nz\r\n", "HD\r\n");
+    assert_eq!(c.stat("curr_items"), KEYS as u64 + 2, "nothing was evicted");
     let cas_before = c.gets("key:0").unwrap().1;
     drop(c);
     let status = s
@@ -102,7 +105,9 @@ fn items_survive_a_clean_restart_and_not_a_crash() {
         assert!(!line.contains(": 0 items"), "{line}");
     }
     let mut c = s.client();
-    assert_eq!(c.stat("curr_items"), KEYS as u64);
+    assert_eq!(c.stat("curr_items"), KEYS as u64 + 2);
+    c.expect("mg e:high v c\r\n", "VA 1 c999999999\r\nh\r\n");
+    c.expect("mg e:zero v c\r\n", "VA 1 c0\r\nz\r\n");
     for i in 0..KEYS {
         let key = format!("key:{i}");
         assert_eq!(

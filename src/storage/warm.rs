@@ -418,7 +418,7 @@ impl Shard {
                     self.slabs.restore_free(id);
                     continue;
                 }
-                self.check_chunk(id, meta.class as usize, saved.cas_last)?;
+                self.check_chunk(id, meta.class as usize)?;
                 let b = self.slabs.item(id);
                 if self.dead(b).is_some() {
                     self.slabs.restore_free(id);
@@ -472,7 +472,7 @@ impl Shard {
     }
 
     /// Checks that live chunk `id` of `class` holds a well-formed item.
-    fn check_chunk(&self, id: u32, class: usize, cas_last: u64) -> Result<(), String> {
+    fn check_chunk(&self, id: u32, class: usize) -> Result<(), String> {
         let b = self.slabs.item(id);
         let bad = |what: &str| Err(format!("chunk {id:#x} of class {class}: {what}"));
         // The lengths are checked before anything slices by them.
@@ -487,10 +487,8 @@ impl Shard {
         if size > b.len() || self.slabs.class_for(size) != Some(class) {
             return bad("item size does not fit its class");
         }
-        let cas = item::cas(b);
-        if cas == 0 || cas > cas_last {
-            return bad("CAS beyond the saved counter");
-        }
+        // Any CAS is valid: a client may have set it (`E`), below or above the
+        // saved counter; it indexes nothing.
         Ok(())
     }
 }
