@@ -476,6 +476,24 @@ fn ms_with_older_cas_and_invalidate_stores_stale() {
     c.expect_reply("q\r\n");
 }
 
+/// A stale store while a refill is owed keeps the win token out (`Z`, not a
+/// second `W`) and the item's expiry (memcached's CAS_STALE).
+#[test]
+fn a_stale_store_keeps_the_win_token_and_the_expiry() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("ms k 1 T100\r\nx\r\n", "HD\r\n");
+    let old = cas_of(&mut c, "k");
+    c.expect("md k I\r\n", "HD\r\n");
+    let l = line(&mut c, "mg k\r\n");
+    assert_eq!(l, "HD X W", "the first reader wins the refill");
+    c.expect(format!("ms k 1 C{old} I T0\r\ny\r\n"), "HD\r\n");
+    let l = line(&mut c, "mg k t\r\n");
+    let tokens: Vec<&str> = l.split(' ').collect();
+    assert!(tokens.contains(&"Z") && !tokens.contains(&"W"), "{l}");
+    assert_ttl_near(&l, 100);
+}
+
 #[test]
 fn recache_hands_out_one_win_before_expiry() {
     let s = Server::start(&[]);

@@ -213,7 +213,9 @@ impl Shard {
             return (StoreResult::TooLarge, 0);
         }
         let old = self.find_live(key, hash);
-        let mut stale = false;
+        // A stale store keeps the old item's expiry and its win token (memcached's
+        // CAS_STALE): the refill it stands for is still owed by whoever won it.
+        let mut stale: Option<(u32, u8)> = None;
         if let Some(want) = opts.compare_cas {
             let Some(id) = old else {
                 return (StoreResult::NotFound, 0);
@@ -222,7 +224,8 @@ impl Shard {
             if have != want {
                 // memcached: with I, an older CAS still stores, as a stale item.
                 if opts.invalidate && want < have {
-                    stale = true;
+                    let b = self.slabs.item(id);
+                    stale = Some((item::expiry(b), item::state(b) & WIN_SENT));
                 } else {
                     return (StoreResult::Exists, 0);
                 }
@@ -244,7 +247,10 @@ impl Shard {
                     None => return (StoreResult::NotStored, 0),
                 }
             }
-            _ => self.put(key, hash, old, opts.flags, opts.expiry, value),
+            _ => {
+                let expiry = stale.map_or(opts.expiry, |(expiry, _)| expiry);
+                self.put(key, hash, old, opts.flags, expiry, value)
+            }
         };
         let Some(id) = stored else {
             if opts.mode == MetaSetMode::Set {
@@ -255,9 +261,9 @@ impl Shard {
         if let Some(cas) = opts.new_cas {
             self.set_cas(id, cas);
         }
-        if stale {
+        if let Some((_, win_sent)) = stale {
             let b = self.slabs.item_mut(id);
-            item::set_state(b, item::state(b) | STALE);
+            item::set_state(b, item::state(b) | STALE | win_sent);
         }
         (StoreResult::Stored, self.reported_cas(id))
     }
