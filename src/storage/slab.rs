@@ -678,14 +678,19 @@ impl Slabs {
         self.pages_in_use -= 1;
     }
 
-    /// A free chunk of `class` outside `page`, counted as used: where an item of
-    /// `page` can go when the page is moved to another class.
+    /// A free chunk of `class` outside `page` (from its free list, or cut from
+    /// the page it is carving), counted as used: where an item of `page` can go
+    /// when the page is moved to another class.
     pub fn alloc_outside(&mut self, class: usize, page: u32) -> Option<u32> {
         let slot_bits = self.slot_bits;
         let c = &mut self.classes[class];
-        let at = c.free.iter().rposition(|&id| id >> slot_bits != page)?;
-        let id = c.free.swap_remove(at);
-        c.items += 1;
+        let id = match c.free.iter().rposition(|&id| id >> slot_bits != page) {
+            Some(at) => c.free.swap_remove(at),
+            // The page the class is cutting chunks from has room too.
+            None if c.carving.is_some_and(|p| p != page) => self.carve(class)?,
+            None => return None,
+        };
+        self.classes[class].items += 1;
         self.pages[(id >> slot_bits) as usize].live += 1;
         Some(id)
     }
@@ -786,6 +791,30 @@ mod tests {
             assert!(w[1] > w[0]);
             assert!(w[1] % 8 == 0 || w[1] == 1 << 20);
         }
+    }
+
+    #[test]
+    fn a_moved_pages_items_can_go_to_the_page_being_carved() {
+        let mut s = Slabs::new(4 << 20, 1 << 20, 48, 1.25, false).unwrap();
+        // A class of a few hundred chunks per page.
+        let class = s.classes.iter().position(|c| c.per_page <= 500).unwrap();
+        let per_page = s.classes[class].per_page;
+        assert!(per_page > 2);
+        let first: Vec<u32> = (0..per_page).map(|_| s.alloc(class).unwrap()).collect();
+        let full = s.page_of(first[0]);
+        // A second page, partly cut; no free chunks anywhere.
+        let on_second = s.alloc(class).unwrap();
+        assert_ne!(s.page_of(on_second), full);
+        assert!(s.classes[class].free.is_empty());
+        let to = s
+            .alloc_outside(class, full)
+            .expect("room on the page being carved");
+        assert_eq!(s.page_of(to), s.page_of(on_second));
+        assert_eq!(s.pages[s.page_of(to) as usize].live, 2);
+        // Never a chunk of the page being emptied.
+        s.free(first[1]);
+        let to = s.alloc_outside(class, full).unwrap();
+        assert_ne!(s.page_of(to), full);
     }
 
     #[test]

@@ -692,9 +692,11 @@ fn a_starved_class_takes_a_page_from_another() {
     assert!(st.evictions > 0);
     assert_eq!(st.curr_items + st.evictions, before + 1);
     assert_eq!(st.total_pages, 4);
-    // The page came from the small class's LRU end: the newest keys are still there.
+    // The page came from the small class's LRU end: the newest keys are still
+    // there. Its items went to the room left on the page the class was cutting
+    // chunks from, as far as it reached; the rest were evicted.
     assert!(get(&mut s, &key(i - 1)).is_some());
-    assert!(get(&mut s, &key(0)).is_none());
+    assert!(st.pages_rescued_items > 0, "{st:?}");
     check_invariants(&s);
 }
 
