@@ -128,6 +128,13 @@ fn clearly_colder(sum: u32, mine: u32) -> bool {
     4 * sum + REBALANCE_MARGIN <= mine
 }
 
+/// Whether a use of item `b` at `now` leaves it where it is in its list
+/// ([`Policy::access_in_place`] says why): it was used this second already,
+/// outside probation.
+fn keeps_its_place(b: &[u8], now: u32) -> bool {
+    item::atime(b) == now && item::segment(b) != policy::Segment::Probation as u8
+}
+
 /// How `put` rewrites an item in its own chunk.
 enum Rewrite {
     /// Used this second outside probation: it keeps its links and list.
@@ -877,8 +884,7 @@ impl Shard {
     fn hit(&mut self, id: u32) -> ItemView<'_> {
         let used_this_second = {
             let b = self.slabs.item_mut(id);
-            let recent =
-                item::atime(b) == self.now && item::segment(b) != policy::Segment::Probation as u8;
+            let recent = keeps_its_place(b, self.now);
             item::set_state(b, item::state(b) | item::FETCHED);
             item::set_atime(b, self.now);
             recent
@@ -962,24 +968,16 @@ impl Shard {
                 let b = self.slabs.item(o);
                 self.stats.bytes -= item::size(b) as u64;
                 queued_expiry = Some(item::expiry(b));
-                // A rewrite is a use of the key. Like a read (`hit`), a rewrite of
-                // an item already used this second, outside probation, keeps its
-                // place in its list: moving it would touch both neighbours'
-                // memory for nothing.
-                let keep = Rewrite::InPlace {
+                // A rewrite is a use of the key, and keeps its place as a read
+                // (`hit`) does.
+                let in_place = keeps_its_place(b, self.now).then(|| Rewrite::InPlace {
                     prev: item::prev(b),
                     next: item::next(b),
                     segment: item::segment(b),
-                };
-                rewrite = Some(
-                    if item::atime(b) == self.now
-                        && item::segment(b) != policy::Segment::Probation as u8
-                    {
-                        keep
-                    } else {
-                        Rewrite::Moved(self.policy.remove(&mut self.slabs, class, o))
-                    },
-                );
+                });
+                rewrite = Some(in_place.unwrap_or_else(|| {
+                    Rewrite::Moved(self.policy.remove(&mut self.slabs, class, o))
+                }));
                 self.stats.curr_items -= 1;
                 o
             }

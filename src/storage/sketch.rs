@@ -55,7 +55,7 @@ const BLOCK_WORDS: usize = 8;
 const ITEMS_PER_WORD: usize = 2;
 /// Counters are halved after this many events per item of capacity (paper 3.3,
 /// Caffeine's `sampleSize = 10 * maximum`).
-pub(crate) const SAMPLE_MULTIPLIER: u64 = 10;
+const SAMPLE_MULTIPLIER: u64 = 10;
 /// Doorkeeper bits per item of capacity. It sees up to `SAMPLE_MULTIPLIER` x
 /// capacity events per period, most of them repeats of fewer distinct keys.
 const DOORKEEPER_BITS_PER_ITEM: usize = 8;
