@@ -96,58 +96,55 @@ fn missing(name: &str, p: &Path, hint: &str) -> String {
 
 /// corecache started as `BIN -p PORT -m MB -t THREADS -U 0`.
 pub(crate) fn corecache_target(bin: &Path, mb: u64, threads: usize) -> Result<Target, String> {
-    let name = "corecache";
-    let found = find_binary(bin).ok_or_else(|| {
-        missing(
-            name,
-            bin,
-            " (cargo build --release --bin corecache, or --corecache-bin)",
-        )
-    })?;
-    let argv = [
-        &found.display().to_string(),
-        "-p",
-        "{port}",
-        "-m",
-        &mb.to_string(),
-        "-t",
-        &threads.to_string(),
-        "-U",
-        "0",
-    ];
-    Ok(Target {
-        name: name.into(),
-        protocol: Protocol::Memcached,
-        argv: argv.iter().map(|x| x.to_string()).collect(),
-        is_cache: true,
-        single_key_only: false,
-    })
+    let hint = " (cargo build --release --bin corecache, or --corecache-bin)";
+    memcached_style_target("corecache", bin, hint, mb, threads, &[])
 }
 
-/// memcached started as `BIN -p PORT -l 127.0.0.1 -m MB -t THREADS -U 0`, plus
+/// memcached started as `BIN -p PORT -m MB -t THREADS -U 0 -l 127.0.0.1`, plus
 /// `-u root` when run as root.
 pub(crate) fn memcached_target(bin: &Path, mb: u64, threads: usize) -> Result<Target, String> {
-    let name = "memcached";
-    let found = find_binary(bin).ok_or_else(|| missing(name, bin, " (apt install memcached)"))?;
-    let mut argv: Vec<String> = [
-        &found.display().to_string(),
+    let root = nix::unistd::geteuid().is_root();
+    let extra: &[&str] = if root {
+        &["-l", "127.0.0.1", "-u", "root"]
+    } else {
+        &["-l", "127.0.0.1"]
+    };
+    memcached_style_target(
+        "memcached",
+        bin,
+        " (apt install memcached)",
+        mb,
+        threads,
+        extra,
+    )
+}
+
+/// A server taking memcached's flags: `BIN -p PORT -m MB -t THREADS -U 0 EXTRA...`.
+fn memcached_style_target(
+    name: &str,
+    bin: &Path,
+    install_hint: &str,
+    mb: u64,
+    threads: usize,
+    extra: &[&str],
+) -> Result<Target, String> {
+    let found = find_binary(bin).ok_or_else(|| missing(name, bin, install_hint))?;
+    let (mb, threads) = (mb.to_string(), threads.to_string());
+    let argv = [
+        found.display().to_string().as_str(),
         "-p",
         "{port}",
-        "-l",
-        "127.0.0.1",
         "-m",
-        &mb.to_string(),
+        &mb,
         "-t",
-        &threads.to_string(),
+        &threads,
         "-U",
         "0",
     ]
     .iter()
+    .chain(extra)
     .map(|x| x.to_string())
     .collect();
-    if nix::unistd::geteuid().is_root() {
-        argv.extend(["-u".to_string(), "root".to_string()]);
-    }
     Ok(Target {
         name: name.into(),
         protocol: Protocol::Memcached,
