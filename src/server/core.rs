@@ -688,7 +688,6 @@ impl CoreState {
         let shared = Arc::clone(&self.shared);
         shared.mailboxes[self.index].drain(|from, message| match message {
             Message::Forward(batch) => {
-                self.apply_gates();
                 let counters = &self.shared.published[self.index].counters;
                 counters.forwarded_batches.incr();
                 counters.forwarded_requests.add(batch.items.len() as u64);
