@@ -444,7 +444,8 @@ impl CoreState {
             if parsed == 0 {
                 break;
             }
-            if parsed > 1 {
+            // The null target touches no storage, so it loads none either.
+            if parsed > 1 && !self.shared.config.null {
                 self.prefetch(&window[..parsed]);
             }
             for slot in &mut window[..parsed] {
