@@ -693,7 +693,15 @@ impl Shard {
             let cap = self.slabs.capacity(class);
             self.policy.set_capacity(&mut self.slabs, class, cap);
         }
+        self.note_pressure();
         true
+    }
+
+    /// Tells the policy whether every page is in use, so that storing a new
+    /// item means evicting one (`Policy::set_pressure`).
+    pub(crate) fn note_pressure(&mut self) {
+        let full = self.slabs.pages_in_use >= self.slabs.max_pages;
+        self.policy.set_pressure(full);
     }
 
     // ----- introspection -----------------------------------------------------
@@ -1033,6 +1041,7 @@ impl Shard {
                 let cap = self.slabs.capacity(class);
                 if cap != self.policy.classes[class].capacity {
                     self.policy.set_capacity(&mut self.slabs, class, cap);
+                    self.note_pressure();
                 }
                 return Some(id);
             }

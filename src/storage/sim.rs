@@ -147,6 +147,8 @@ impl WTinyLfuSim {
             return true;
         }
         if self.map.len() as u32 >= self.capacity {
+            // Full, as a shard is once its last page is taken.
+            self.policy.set_pressure(true);
             let victim = self
                 .policy
                 .victim(&mut self.nodes, 0, NIL)

@@ -56,12 +56,14 @@ pub(super) fn check_invariants(s: &Shard) {
         }
         let (window_max, protected_max) = s.policy.maxima(c);
         assert!(
-            lists.window.len <= window_max.max(1),
+            lists.window.len <= window_max.max(1) || lists.catching_up,
             "class {c}: window over"
         );
         assert!(
-            lists.protected.len <= protected_max,
-            "class {c}: protected over"
+            lists.protected.len <= protected_max
+                || lists.catching_up
+                || s.slabs.pages_in_use < s.slabs.max_pages,
+            "class {c}: protected over with memory full and fit not catching up"
         );
         assert_eq!(n, class.items, "class {c}: item count");
         let pages = slabs.pages.iter().filter(|m| m.class as usize == c).count();

@@ -459,6 +459,7 @@ impl Shard {
                 kept[meta.class as usize].push((atime, cas, id));
             }
         }
+        self.note_pressure();
         for (class, mut items) in kept.into_iter().enumerate() {
             let cap = self.slabs.capacity(class);
             self.policy.set_capacity(&mut self.slabs, class, cap);
