@@ -520,6 +520,15 @@ impl CoreState {
         self.shard.prefetch(&hashes[..count]);
     }
 
+    /// The core that owns `key`; on one core that is this one, with no hash to
+    /// compute (the shard hashes the key again for its lookup).
+    fn owner_of(&self, key: &[u8]) -> usize {
+        match self.shared.cores() {
+            1 => 0,
+            cores => owner(key_hash(key), cores),
+        }
+    }
+
     fn executor(&mut self) -> Executor<'_> {
         Executor {
             shard: &mut self.shard,
@@ -541,9 +550,8 @@ impl CoreState {
             null_reply(&request, connection.reply_buffer());
             return;
         }
-        let cores = self.shared.cores();
         if let Some(key) = request.single_key() {
-            let owner = owner(key_hash(key), cores);
+            let owner = self.owner_of(key);
             if owner == self.index {
                 self.executor().keyed(&request, connection.reply_buffer());
             } else {
@@ -559,11 +567,7 @@ impl CoreState {
         match request {
             Request::Get { kind, keys } => {
                 for key in keys.iter() {
-                    let owner = if cores == 1 {
-                        0
-                    } else {
-                        owner(key_hash(key), cores)
-                    };
+                    let owner = self.owner_of(key);
                     if owner == self.index {
                         self.executor().get(key, kind, connection.reply_buffer());
                     } else {
@@ -634,7 +638,7 @@ impl CoreState {
                 match admin::cachedump_args(args) {
                     Err(answer) => connection.reply_buffer().extend_from_slice(answer),
                     Ok((class, limit)) => {
-                        for core in 0..cores {
+                        for core in 0..self.shared.cores() {
                             if core == self.index {
                                 admin::cachedump(
                                     &self.shard,
