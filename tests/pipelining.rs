@@ -214,3 +214,59 @@ fn a_client_that_does_not_read_gets_backpressure_not_a_balloon() {
     }
     c.expect_version();
 }
+
+/// One multi-get line asking for a large value many times is served in parts,
+/// as its replies drain, not buffered whole: the server copies values into
+/// replies (memcached sends them by reference), and this line asks for 150 MB.
+/// `keys` are cycled through; with two cores one of them is owned by the core
+/// the connection is not on, so its values come back through the forwarding
+/// queues, which the same limit covers.
+fn a_multi_get_of_a_large_value_repeated_streams(args: &[&str], keys: &[&str]) {
+    let s = Server::start(args);
+    let mut c = s.client();
+    let value = vec![b'v'; 100_000];
+    for key in keys {
+        c.set(key, &value);
+    }
+    const REPEATS: usize = 1500;
+    let asked: Vec<&str> = keys.iter().copied().cycle().take(REPEATS).collect();
+    let before = vmrss_bytes(s.pid());
+    c.send(format!("get {}\r\nversion\r\n", asked.join(" ")));
+    sleep_s(1.0);
+    let grown = vmrss_bytes(s.pid()).saturating_sub(before);
+    if !is_memcached() {
+        // A few MiB of replies wait per connection, plus up to
+        // MAX_HELD_REPLIES values from another core; far from 150 MB.
+        assert!(grown < 48 << 20, "server grew {grown} bytes");
+    }
+    for key in &asked {
+        c.expect_reply(format!("VALUE {key} 0 100000\r\n"));
+        assert_eq!(c.read_exact(value.len()), value);
+        c.expect_reply("\r\n");
+    }
+    c.expect_reply("END\r\n");
+    c.expect_version();
+}
+
+#[test]
+fn a_multi_get_of_a_large_value_repeated_streams_on_one_core() {
+    a_multi_get_of_a_large_value_repeated_streams(&["-t", "1", "-m", "64"], &["big"]);
+}
+
+#[test]
+fn a_multi_get_of_a_large_value_repeated_streams_across_cores() {
+    if skip_unless_corecache("keys placed by corecache's key hash") {
+        return;
+    }
+    // One key owned by each core.
+    let owned_by = |core: usize| {
+        (0..)
+            .map(|i| format!("big{i}"))
+            .find(|k| {
+                corecache::keyhash::owner(corecache::keyhash::key_hash(k.as_bytes()), 2) == core
+            })
+            .expect("some key")
+    };
+    let (a, b) = (owned_by(0), owned_by(1));
+    a_multi_get_of_a_large_value_repeated_streams(&["-t", "2", "-m", "64"], &[&a, &b]);
+}

@@ -153,6 +153,15 @@ impl<'a> Keys<'a> {
         self.iter().next().is_none()
     }
 
+    /// The first key and the keys after it; `None` when none are left. A
+    /// multi-get served in parts goes on from the rest.
+    pub fn split_first(&self) -> Option<(&'a [u8], Keys<'a>)> {
+        let start = self.0.iter().position(|&b| b != b' ')?;
+        let rest = &self.0[start..];
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        Some((&rest[..end], Keys(&rest[end..])))
+    }
+
     /// The raw bytes, tokens separated by spaces.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0
@@ -200,6 +209,21 @@ mod tests {
         assert_eq!(absolute_expiry(RELATIVE_EXPTIME_MAX + 1, now), 1);
         assert_eq!(absolute_expiry(now as i64 + 100, now), now + 100);
         assert_eq!(absolute_expiry(now as i64, now), 1);
+    }
+
+    #[test]
+    fn split_first_walks_the_keys_in_order() {
+        let mut keys = Keys(b"  a bb  ccc ");
+        let mut seen = Vec::new();
+        while let Some((key, rest)) = keys.split_first() {
+            seen.push(key);
+            keys = rest;
+        }
+        assert_eq!(seen, [&b"a"[..], b"bb", b"ccc"]);
+        assert!(keys.is_empty());
+        assert_eq!(Keys(b"").split_first(), None);
+        let (first, rest) = Keys(b"k1 k2").split_first().unwrap();
+        assert_eq!((first, rest.as_bytes()), (&b"k1"[..], &b" k2"[..]));
     }
 
     #[test]

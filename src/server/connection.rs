@@ -4,6 +4,47 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use crate::protocol::{GetKind, Keys};
+
+/// A connection stops serving input while more reply bytes than this wait to
+/// be sent, and resumes below [`OUTPUT_LOW_WATER`].
+pub const OUTPUT_HIGH_WATER: usize = 4 << 20;
+pub const OUTPUT_LOW_WATER: usize = 1 << 20;
+/// A connection also stops serving input while more replies than this are owed
+/// by other cores (their sizes are unknown until they come back, up to an item
+/// each), and resumes at half.
+pub const MAX_HELD_REPLIES: usize = 256;
+
+/// A multi-get paused part-way because its replies outgrew the limits above:
+/// its kind and its keys, of which those from `next` on are still to serve.
+/// memcached streams a multi-get's values by reference; corecache copies them,
+/// so a line naming a large value thousands of times is served in parts.
+pub struct PendingGet {
+    pub kind: GetKind,
+    keys: Vec<u8>,
+    next: usize,
+}
+
+impl PendingGet {
+    pub fn new(kind: GetKind, rest: Keys<'_>) -> PendingGet {
+        PendingGet {
+            kind,
+            keys: rest.as_bytes().to_vec(),
+            next: 0,
+        }
+    }
+
+    /// The keys still to serve.
+    pub fn rest(&self) -> Keys<'_> {
+        Keys(&self.keys[self.next..])
+    }
+
+    /// Only the last `left` bytes of the keys are still to serve.
+    pub fn advance_to(&mut self, left: usize) {
+        self.next = self.keys.len() - left;
+    }
+}
+
 /// A reply position that is either filled or still being computed elsewhere.
 enum Slot {
     Ready(Vec<u8>),
@@ -31,6 +72,8 @@ pub struct Connection {
     pub partial_line: bool,
     /// Bytes still to discard: the rest of a value refused as too large.
     pub swallow: usize,
+    /// A multi-get to finish before the rest of `input` is served.
+    pub pending_get: Option<PendingGet>,
     /// Replies ready to go out, in order.
     out: Vec<u8>,
     /// The buffer the last send returned, reused for the next one.
@@ -41,9 +84,8 @@ pub struct Connection {
     first_seq: u64,
     pub sending: bool,
     pub receiving: bool,
-    /// Input is not being served because too many replies wait to be sent: a
-    /// client that writes without reading cannot make the server buffer
-    /// without bound.
+    /// Input is not being served because too many replies wait to be sent
+    /// ([`must_pause`](Self::must_pause)).
     pub paused: bool,
     pub cancel_sent: bool,
     pub closing: Closing,
@@ -58,6 +100,7 @@ impl Connection {
             input: Vec::new(),
             partial_line: false,
             swallow: 0,
+            pending_get: None,
             out: Vec::with_capacity(4096),
             spare: Vec::new(),
             slots: VecDeque::new(),
@@ -139,9 +182,29 @@ impl Connection {
         !self.out.is_empty()
     }
 
-    /// Bytes of replies ready to send.
-    pub fn output_len(&self) -> usize {
-        self.out.len()
+    /// Bytes of replies computed here and not yet sent: ready ones, and those
+    /// waiting behind a reply another core still owes.
+    fn owed_bytes(&self) -> usize {
+        let behind: usize = self
+            .slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Ready(buffer) => buffer.len(),
+                Slot::Waiting => 0,
+            })
+            .sum();
+        self.out.len() + behind
+    }
+
+    /// Whether serving more input now would buffer past the limits: a client
+    /// that writes without reading cannot make the server buffer without bound.
+    pub fn must_pause(&self) -> bool {
+        self.slots.len() > MAX_HELD_REPLIES || self.owed_bytes() > OUTPUT_HIGH_WATER
+    }
+
+    /// Whether a paused connection has drained enough to serve input again.
+    pub fn may_resume(&self) -> bool {
+        self.slots.len() <= MAX_HELD_REPLIES / 2 && self.owed_bytes() < OUTPUT_LOW_WATER
     }
 
     /// Whether the receive should be armed.
@@ -164,7 +227,7 @@ impl Connection {
 
     /// Whether everything owed has been sent.
     pub fn idle(&self) -> bool {
-        !self.sending && self.out.is_empty() && self.slots.is_empty()
+        !self.sending && self.out.is_empty() && self.slots.is_empty() && self.pending_get.is_none()
     }
 
     /// Whether the socket can be closed now.
@@ -183,6 +246,7 @@ impl Connection {
         if how == Closing::Now {
             self.out.clear();
             self.slots.clear();
+            self.pending_get = None;
         }
     }
 }

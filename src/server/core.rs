@@ -5,14 +5,14 @@
 //! batches to other cores; send each connection's replies in one send; reap a
 //! few expired items; publish figures for `stats`.
 
-use super::connection::{Closing, Connection};
+use super::connection::{Closing, Connection, PendingGet};
 use super::execute::{null_reply, Executor};
 use super::listener::CoreListeners;
 use super::reactor::{EndReason, Event, Reactor};
 use super::routing::{ItemKind, Message, Outbox};
 use super::{admin, unix_now, Shared};
 use crate::keyhash::{key_hash, owner};
-use crate::protocol::{self, reply, GetKind, ParseLimits, Parsed, Request};
+use crate::protocol::{self, reply, GetKind, Keys, ParseLimits, Parsed, Request};
 use crate::storage::{MemoryFile, Shard, ShardConfig, WarmStart};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -25,10 +25,6 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 /// Expired items freed per loop turn, so reaping never stalls requests.
 const REAP_BUDGET: usize = 64;
-/// A connection stops serving input while more reply bytes than this wait to
-/// be sent, and resumes below [`OUTPUT_LOW_WATER`].
-const OUTPUT_HIGH_WATER: usize = 4 << 20;
-const OUTPUT_LOW_WATER: usize = 1 << 20;
 /// Pipelined requests whose keys are prefetched before the first is served.
 const PREFETCH_DEPTH: usize = 16;
 /// Keys prefetched per window (a window of multi-gets holds many).
@@ -304,10 +300,7 @@ impl CoreState {
                     tracing::debug!("send error: {e}");
                     connection.close(Closing::Now);
                 }
-                if connection.paused && connection.output_len() < OUTPUT_LOW_WATER {
-                    connection.paused = false;
-                    self.receive(&mut connection, conn, &[]);
-                }
+                self.resume_if_drained(&mut connection, conn);
                 self.after_io(slot, conn, connection);
             }
             Event::Woken => {}
@@ -388,6 +381,15 @@ impl CoreState {
         if connection.paused {
             connection.input.extend_from_slice(data);
             return;
+        }
+        if let Some(mut pending) = connection.pending_get.take() {
+            if let Some(rest) = self.serve_get(connection, token, pending.kind, pending.rest()) {
+                pending.advance_to(rest.as_bytes().len());
+                connection.pending_get = Some(pending);
+                connection.paused = true;
+                connection.input.extend_from_slice(data);
+                return;
+            }
         }
         if connection.partial_line && !data.contains(&b'\n') {
             connection.input.extend_from_slice(data);
@@ -470,7 +472,7 @@ impl CoreState {
                         if connection.closing != Closing::Open {
                             return pos;
                         }
-                        if connection.output_len() > OUTPUT_HIGH_WATER {
+                        if connection.paused || connection.must_pause() {
                             connection.paused = true;
                             return pos;
                         }
@@ -520,6 +522,43 @@ impl CoreState {
         self.shard.prefetch(&hashes[..count]);
     }
 
+    /// Serves a retrieval's keys in order, then its `END`; or, if the
+    /// connection must pause first, returns the keys not yet served (the
+    /// caller keeps them in [`PendingGet`] and goes on once replies drain).
+    fn serve_get<'k>(
+        &mut self,
+        connection: &mut Connection,
+        token: u64,
+        kind: GetKind,
+        mut keys: Keys<'k>,
+    ) -> Option<Keys<'k>> {
+        while let Some((key, rest)) = keys.split_first() {
+            let owner = self.owner_of(key);
+            if owner == self.index {
+                self.executor().get(key, kind, connection.reply_buffer());
+            } else {
+                let seq = connection.hold_reply();
+                self.outbox.forwards[owner].push(token, seq, ItemKind::GetFragment, |b| {
+                    encode_get_fragment(b, kind, key)
+                });
+            }
+            keys = rest;
+            if connection.must_pause() && !keys.is_empty() {
+                return Some(keys);
+            }
+        }
+        connection.reply_buffer().extend_from_slice(reply::END);
+        None
+    }
+
+    /// A paused connection whose replies have drained serves its input again.
+    fn resume_if_drained(&mut self, connection: &mut Connection, token: u64) {
+        if connection.paused && connection.may_resume() {
+            connection.paused = false;
+            self.receive(connection, token, &[]);
+        }
+    }
+
     /// The core that owns `key`; on one core that is this one, with no hash to
     /// compute (the shard hashes the key again for its lookup).
     fn owner_of(&self, key: &[u8]) -> usize {
@@ -566,18 +605,10 @@ impl CoreState {
         }
         match request {
             Request::Get { kind, keys } => {
-                for key in keys.iter() {
-                    let owner = self.owner_of(key);
-                    if owner == self.index {
-                        self.executor().get(key, kind, connection.reply_buffer());
-                    } else {
-                        let seq = connection.hold_reply();
-                        self.outbox.forwards[owner].push(token, seq, ItemKind::GetFragment, |b| {
-                            encode_get_fragment(b, kind, key)
-                        });
-                    }
+                if let Some(rest) = self.serve_get(connection, token, kind, keys) {
+                    connection.pending_get = Some(PendingGet::new(kind, rest));
+                    connection.paused = true;
                 }
-                connection.reply_buffer().extend_from_slice(reply::END);
             }
             Request::FlushAll { delay, noreply } => {
                 self.published().counters.cmd_flush.incr();
@@ -737,6 +768,10 @@ impl CoreState {
                     };
                     let mut connection = self.connections[slot].take().expect("live slot");
                     connection.fill_reply(item.seq, batch.item_bytes(item));
+                    // A reply with no bytes (a miss) starts no send, so this is
+                    // the place to notice that a connection paused on replies
+                    // owed may go on.
+                    self.resume_if_drained(&mut connection, item.conn);
                     self.after_io(slot, item.conn, connection);
                 }
             }
