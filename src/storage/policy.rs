@@ -8,7 +8,7 @@
 //! ```text
 //!   new item --> [ window (LRU, 1%) ] --candidate--> duel --> [ probation (20%) ] <--> [ protected (80%) ]
 //!                                                    |  loser evicted                hit: probation -> protected
-//!                                                    |  victim = probation LRU        overflow: protected -> probation
+//!                                                    |  victim = probation LRU        overflow (memory full): protected -> probation
 //! ```
 //!
 //! - Every store enters the **window**, a small LRU that lets a burst of new keys
@@ -18,7 +18,9 @@
 //!   candidate enters the main space only if the [`Sketch`] says it is seen more
 //!   often; the loser is evicted (section 3, "TinyLFU admission").
 //! - The main space is a segmented LRU: a hit in **probation** moves an item to
-//!   **protected**; protected overflow goes back to probation's MRU end.
+//!   **protected**; protected overflow goes back to probation's MRU end, once the
+//!   shard's memory is full (before, nothing is evicted and protected keeps all it
+//!   is given: [`Policy::set_pressure`]).
 //! - A **hill climber** resizes the window, stepping the way that gains hits. Its
 //!   gradient comes from two small sets of *ghosts*, keys evicted lately, one set
 //!   per side that evicted them (ARC's B1 and B2): a new key the window dropped
@@ -77,9 +79,9 @@ const WARM_ADMIT_ODDS: u64 = 128;
 /// its protected lists can be far over their share (see
 /// [`Policy::set_pressure`]); demoting all the excess at once would stall the
 /// core for one list move (a cache miss or two) per excess entry, a fifth of
-/// the shard's items.
-/// Every insert and promotion fits its class again, so the excess goes a few
-/// entries at a time, faster than new entries can add to it.
+/// the shard's items. Every insert and promotion fits its class again, so the
+/// excess goes a few entries at a time: a promotion adds one, a climber step
+/// (below) some tens to a few hundred at once, and each fit takes up to eight.
 const FIT_MOVES: usize = 8;
 
 /// Which list an entry is on. Stored in 2 bits (`item.rs`: state bits 4-5).
@@ -139,8 +141,9 @@ pub(crate) struct ClassLists {
     pub probation: List,
     pub protected: List,
     pub capacity: u32,
-    /// The last [`Policy::fit`] ran out of moves with a list still over its
-    /// maximum: the next ones go on moving the excess.
+    /// A list is over its maximum, left for later fits to move a few entries
+    /// at a time (the last [`Policy::fit`] ran out of moves, or
+    /// [`Policy::set_pressure`] found it so). Read by the invariant checks.
     pub catching_up: bool,
 }
 
@@ -203,7 +206,8 @@ impl Policy {
     }
 
     /// The class now holds `capacity` entries at most (its pages x chunks per page).
-    /// The sketch grows with the total; lists shrink to the new maxima.
+    /// The sketch grows with the total; lists shrink towards the new maxima
+    /// ([`fit`](Self::fit)).
     pub fn set_capacity<E: Entries>(&mut self, e: &mut E, class: usize, capacity: u32) {
         let c = &mut self.classes[class];
         self.total_capacity = self.total_capacity - c.capacity as usize + capacity as usize;
@@ -226,7 +230,7 @@ impl Policy {
         }
         self.pressure = pressure;
         for class in 0..self.classes.len() {
-            let over = self.over_maximum(class).is_some();
+            let over = self.over_maximum(class, self.maxima(class)).is_some();
             self.classes[class].catching_up = over;
         }
     }
@@ -405,9 +409,9 @@ impl Policy {
     // ----- hill climber --------------------------------------------------------
 
     /// A new key was evicted lately by `side`: one step towards keeping it. Every
-    /// class's lists are fitted to the new split at once (a smaller main space
-    /// may leave protected over its share); a larger window fills as entries
-    /// come in.
+    /// class's lists are fitted towards the new split ([`fit`](Self::fit): a
+    /// smaller main space may leave protected over its share for a few more
+    /// fits); a larger window fills as entries come in.
     fn climb<E: Entries>(&mut self, e: &mut E, side: Segment) {
         let step =
             GHOST_STEP_ENTRIES * self.ghosts.weight() as f64 / self.total_capacity.max(1) as f64;
@@ -433,20 +437,21 @@ impl Policy {
     /// window below its maximum grows as new entries come in, since
     /// [`victim`](Self::victim) then takes from the main space.
     fn fit<E: Entries>(&mut self, e: &mut E, class: usize) {
+        let maxima = self.maxima(class);
         for _ in 0..FIT_MOVES {
-            let Some(from) = self.over_maximum(class) else {
-                break;
+            let Some(from) = self.over_maximum(class, maxima) else {
+                self.classes[class].catching_up = false;
+                return;
             };
             self.unlink(e, class, from);
             self.push_head(e, class, Segment::Probation, from);
         }
-        self.classes[class].catching_up = self.over_maximum(class).is_some();
+        self.classes[class].catching_up = self.over_maximum(class, maxima).is_some();
     }
 
     /// The entry [`fit`](Self::fit) would move next, if a list of the class is
-    /// over its maximum.
-    fn over_maximum(&self, class: usize) -> Option<u32> {
-        let (window_max, protected_max) = self.maxima(class);
+    /// over its maximum (`maxima` as [`maxima`](Self::maxima) gives them).
+    fn over_maximum(&self, class: usize, (window_max, protected_max): (u32, u32)) -> Option<u32> {
         let l = &self.classes[class];
         if self.pressure && l.protected.len > protected_max {
             Some(l.protected.tail)
@@ -681,32 +686,29 @@ mod tests {
         assert!(l.protected.len > protected_max);
         assert_eq!(l.probation.len, 0);
 
-        // Memory ran out: each fit demotes a few, until protected is within its share.
+        // Memory ran out. That alone moves nothing ...
         p.set_pressure(true);
-        let excess = (l.protected.len - protected_max) as usize;
-        let mut fits = 0;
-        loop {
+        assert_eq!(p.classes[0].protected.len, l.protected.len);
+        assert!(p.classes[0].catching_up);
+        // ... but each store from now on evicts one entry and fits its class,
+        // demoting up to FIT_MOVES of protected's excess, least recent first.
+        let excess = l.protected.len - protected_max;
+        let stores = excess.div_ceil(FIT_MOVES as u32);
+        for (n, id) in (100..100 + stores).enumerate() {
             let before = p.classes[0].protected.len;
-            p.fit(&mut e, 0);
-            fits += 1;
+            let victim = p.victim(&mut e, 0, NIL).expect("a full class has a victim");
+            p.remove(&mut e, 0, victim);
+            p.insert(&mut e, 0, id);
             let after = p.classes[0].protected.len;
-            assert!(
-                before - after <= FIT_MOVES as u32,
-                "at most FIT_MOVES per fit"
-            );
-            if !p.classes[0].catching_up {
-                break;
-            }
+            assert!(after < before && before - after <= FIT_MOVES as u32);
+            assert_eq!(p.classes[0].catching_up, n + 1 < stores as usize);
         }
-        assert_eq!(fits, excess.div_ceil(FIT_MOVES));
         let l = p.classes[0];
         assert_eq!(l.protected.len, protected_max);
-        assert_eq!(l.probation.len, 100 - window_max - protected_max);
-        // The demoted are protected's least recent: the first promoted (0 up;
-        // 99, the newest, is the window's).
-        assert_eq!(e.segment(0), Segment::Probation);
+        // The demoted are protected's least recent, the first promoted (0 up),
+        // less those evicted as probation's victims since.
         assert_eq!(e.segment(98), Segment::Protected);
-        assert_eq!(e.segment(99), Segment::Window);
+        assert_eq!(e.segment(excess - 1), Segment::Probation);
     }
 
     #[test]
