@@ -319,3 +319,38 @@ fn too_many_connections() {
     assert!(again.read_available(Duration::from_millis(300)).is_empty());
     again.expect_version();
 }
+
+/// A refused value is swallowed wherever the reads split it, even when its
+/// command line began in an earlier read and the rest of the value arrives
+/// with the request after it.
+#[test]
+fn a_refused_value_split_across_reads_is_swallowed() {
+    let s = Server::builder()
+        .args(&["-I", "2k"])
+        .memcached_args(&["-o", "slab_chunk_max=1024"])
+        .start();
+    let mut c = s.client();
+    c.set("k", b"x");
+    let mut req = b"get k\r\nset big 0 0 3000\r\n".to_vec();
+    req.resize(req.len() + 3000, b'y');
+    req.extend_from_slice(b"\r\nget k\r\n");
+    let want = "VALUE k 0 1\r\nx\r\nEND\r\n\
+                SERVER_ERROR object too large for cache\r\n\
+                VALUE k 0 1\r\nx\r\nEND\r\n";
+    let header = b"get k\r\nset big 0 0 3000\r\n".len();
+    for split in [
+        3,
+        10,
+        20,
+        header - 1,
+        header,
+        header + 10,
+        header + 1500,
+        req.len() - 10,
+    ] {
+        c.send(&req[..split]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        c.send(&req[split..]);
+        c.expect_reply(want);
+    }
+}

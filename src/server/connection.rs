@@ -118,6 +118,13 @@ impl Connection {
         self.socket.as_raw_fd()
     }
 
+    /// `data` less the bytes still to discard at its front ([`skip`](Self::skip)).
+    pub fn swallow<'d>(&mut self, data: &'d [u8]) -> &'d [u8] {
+        let n = self.swallow.min(data.len());
+        self.swallow -= n;
+        &data[n..]
+    }
+
     /// Skips a bad request of `consumed` bytes when `available` are buffered;
     /// true when it reaches past them (the rest is swallowed as it arrives).
     pub fn skip(&mut self, available: usize, consumed: usize) -> bool {
