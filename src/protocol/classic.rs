@@ -9,7 +9,6 @@ use super::{
 };
 
 /// The outcome of looking at the front of a connection's read buffer.
-#[allow(clippy::large_enum_variant)] // see `Request`
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
     /// No complete request yet: read more bytes and look again.
