@@ -270,3 +270,73 @@ fn a_multi_get_of_a_large_value_repeated_streams_across_cores() {
     let (a, b) = (owned_by(0), owned_by(1));
     a_multi_get_of_a_large_value_repeated_streams(&["-t", "2", "-m", "64"], &[&a, &b]);
 }
+
+/// A multi-get paused on backpressure when the server is told to stop is
+/// finished before the connection closes: the drain answers what was read.
+#[test]
+fn a_paused_multi_get_is_finished_by_the_shutdown_drain() {
+    if skip_unless_corecache("corecache's drain on SIGTERM") {
+        return;
+    }
+    let mut s = Server::start(&["-t", "1", "-m", "64"]);
+    let mut c = s.client();
+    let value = vec![b'v'; 100_000];
+    c.set("big", &value);
+    // 30 MB of replies: the get pauses several times.
+    const REPEATS: usize = 300;
+    c.send(format!("get {}\r\n", vec!["big"; REPEATS].join(" ")));
+    sleep_s(0.3);
+    let pid = nix::unistd::Pid::from_raw(s.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    sleep_s(0.1);
+    for _ in 0..REPEATS {
+        c.expect_reply("VALUE big 0 100000\r\n");
+        assert_eq!(c.read_exact(value.len()), value);
+        c.expect_reply("\r\n");
+    }
+    c.expect_reply("END\r\n");
+    c.expect_closed();
+    let status = s
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after the drain");
+    assert!(status.success(), "{status:?}");
+}
+
+/// A multi-get whose keys are all owned by another core: the values come back
+/// through the forwarding queues, sized only when they arrive, so the server
+/// holds at most HELD_REPLY_BYTES' worth of the largest items per connection
+/// (64 replies of up to 1 MB at the default -I) before it pauses the connection.
+#[test]
+fn a_multi_get_of_another_cores_large_value_is_bounded_too() {
+    if skip_unless_corecache("per-core ports") {
+        return;
+    }
+    let s = Server::builder()
+        .args(&["-t", "2", "-m", "64"])
+        .core_ports(2)
+        .start();
+    let key = (0..)
+        .map(|i| format!("big{i}"))
+        .find(|k| corecache::keyhash::owner(corecache::keyhash::key_hash(k.as_bytes()), 2) == 1)
+        .expect("a key of core 1");
+    // Connected to core 0, asking for core 1's key.
+    let mut c = Client::connect(s.core_ports[0]);
+    let value = vec![b'v'; 1_000_000];
+    c.set(&key, &value);
+    const REPEATS: usize = 600;
+    let before = vmrss_bytes(s.pid());
+    c.send(format!("get {}\r\n", vec![key.as_str(); REPEATS].join(" ")));
+    sleep_s(1.0);
+    let grown = vmrss_bytes(s.pid()).saturating_sub(before);
+    println!("server grew {grown} bytes");
+    // 64 values owed (and copied once from core 1's reply batch) plus a few
+    // MiB of replies ready to send; 256 of them (the limit regardless of item
+    // size) grew it by 259 MB.
+    assert!(grown < 200 << 20, "server grew {grown} bytes");
+    for _ in 0..REPEATS {
+        c.expect_reply(format!("VALUE {key} 0 1000000\r\n"));
+        assert_eq!(c.read_exact(value.len()), value);
+        c.expect_reply("\r\n");
+    }
+    c.expect_reply("END\r\n");
+}

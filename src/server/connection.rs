@@ -10,10 +10,20 @@ use crate::protocol::{GetKind, Keys};
 /// be sent, and resumes below [`OUTPUT_LOW_WATER`].
 pub const OUTPUT_HIGH_WATER: usize = 4 << 20;
 pub const OUTPUT_LOW_WATER: usize = 1 << 20;
-/// A connection also stops serving input while more replies than this are owed
-/// by other cores (their sizes are unknown until they come back, up to an item
-/// each), and resumes at half.
+/// A connection also stops serving input while more replies are owed by other
+/// cores than [`held_reply_limit`] allows, and resumes at half: their sizes are
+/// unknown until they come back, up to an item each, so the limit is what
+/// [`HELD_REPLY_BYTES`] of the largest items come to, within
+/// [`MIN_HELD_REPLIES`]..=[`MAX_HELD_REPLIES`].
+pub const HELD_REPLY_BYTES: usize = 64 << 20;
+pub const MIN_HELD_REPLIES: usize = 16;
 pub const MAX_HELD_REPLIES: usize = 256;
+
+/// Replies owed by other cores a connection may wait on (see [`HELD_REPLY_BYTES`])
+/// when no item is larger than `max_item_size`: 64 at the default `-I 1m`.
+pub fn held_reply_limit(max_item_size: usize) -> usize {
+    (HELD_REPLY_BYTES / max_item_size.max(1)).clamp(MIN_HELD_REPLIES, MAX_HELD_REPLIES)
+}
 
 /// A multi-get paused part-way because its replies outgrew the limits above:
 /// its kind and its keys, of which those from `next` on are still to serve.
@@ -89,12 +99,14 @@ pub struct Connection {
     pub paused: bool,
     pub cancel_sent: bool,
     pub closing: Closing,
+    /// [`held_reply_limit`] for this server's item size limit.
+    held_limit: usize,
     /// Queued for a send at the end of this loop turn.
     pub dirty: bool,
 }
 
 impl Connection {
-    pub fn new(socket: OwnedFd) -> Connection {
+    pub fn new(socket: OwnedFd, held_limit: usize) -> Connection {
         Connection {
             socket,
             input: Vec::new(),
@@ -110,6 +122,7 @@ impl Connection {
             paused: false,
             cancel_sent: false,
             closing: Closing::Open,
+            held_limit,
             dirty: false,
         }
     }
@@ -206,12 +219,12 @@ impl Connection {
     /// Whether serving more input now would buffer past the limits: a client
     /// that writes without reading cannot make the server buffer without bound.
     pub fn must_pause(&self) -> bool {
-        self.slots.len() > MAX_HELD_REPLIES || self.owed_bytes() > OUTPUT_HIGH_WATER
+        self.slots.len() > self.held_limit || self.owed_bytes() > OUTPUT_HIGH_WATER
     }
 
     /// Whether a paused connection has drained enough to serve input again.
     pub fn may_resume(&self) -> bool {
-        self.slots.len() <= MAX_HELD_REPLIES / 2 && self.owed_bytes() < OUTPUT_LOW_WATER
+        self.slots.len() <= self.held_limit / 2 && self.owed_bytes() < OUTPUT_LOW_WATER
     }
 
     /// Whether the receive should be armed.
@@ -264,7 +277,29 @@ mod tests {
 
     fn connection() -> Connection {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        Connection::new(OwnedFd::from(a))
+        Connection::new(OwnedFd::from(a), MAX_HELD_REPLIES)
+    }
+
+    #[test]
+    fn the_held_reply_limit_follows_the_item_size_limit() {
+        assert_eq!(held_reply_limit(1 << 20), 64);
+        assert_eq!(held_reply_limit(1 << 10), MAX_HELD_REPLIES);
+        assert_eq!(held_reply_limit(1 << 30), MIN_HELD_REPLIES);
+    }
+
+    #[test]
+    fn a_connection_pauses_on_replies_owed_by_other_cores() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut c = Connection::new(OwnedFd::from(a), 4);
+        let seqs: Vec<u64> = (0..5).map(|_| c.hold_reply()).collect();
+        assert!(c.must_pause(), "5 owed, limit 4");
+        c.fill_reply(seqs[0], b"x");
+        c.fill_reply(seqs[1], b"x");
+        assert!(!c.must_pause(), "3 owed");
+        assert!(!c.may_resume(), "resumes at half the limit");
+        c.fill_reply(seqs[2], b"x");
+        assert!(c.may_resume(), "2 owed");
+        assert_eq!(c.take_output(), b"xxx");
     }
 
     #[test]

@@ -318,7 +318,10 @@ impl CoreState {
     fn open_connection(&mut self, socket: std::os::fd::OwnedFd) {
         let counters = &self.shared.published[self.index].counters;
         let open = self.shared.curr_connections.fetch_add(1, Ordering::SeqCst);
-        let mut connection = Connection::new(socket);
+        let mut connection = Connection::new(
+            socket,
+            super::connection::held_reply_limit(self.shared.config.max_item_size),
+        );
         let rejected = open >= self.shared.config.max_connections || self.draining;
         if rejected {
             counters.rejected_connections.incr();
@@ -373,23 +376,25 @@ impl CoreState {
     }
 
     /// Parses and serves what arrived, keeping any partial request.
+    ///
+    /// A connection closing after its replies (end of stream, shutdown drain)
+    /// reads nothing more but still serves what it had read: a paused
+    /// multi-get's other keys and requests that waited in its input.
     fn receive(&mut self, connection: &mut Connection, token: u64, mut data: &[u8]) {
-        if connection.closing != Closing::Open {
-            return;
+        match connection.closing {
+            Closing::Now => return,
+            Closing::AfterReplies if connection.paused => return,
+            Closing::AfterReplies => data = &[],
+            Closing::Open => {}
         }
         data = connection.swallow(data);
         if connection.paused {
             connection.input.extend_from_slice(data);
             return;
         }
-        if let Some(mut pending) = connection.pending_get.take() {
-            if let Some(rest) = self.serve_get(connection, token, pending.kind, pending.rest()) {
-                pending.advance_to(rest.as_bytes().len());
-                connection.pending_get = Some(pending);
-                connection.paused = true;
-                connection.input.extend_from_slice(data);
-                return;
-            }
+        if !self.continue_pending_get(connection, token) {
+            connection.input.extend_from_slice(data);
+            return;
         }
         if connection.partial_line && !data.contains(&b'\n') {
             connection.input.extend_from_slice(data);
@@ -401,7 +406,7 @@ impl CoreState {
         }
         if connection.input.is_empty() {
             let used = self.serve(connection, token, data);
-            if used < data.len() && connection.closing == Closing::Open {
+            if used < data.len() && connection.closing != Closing::Now {
                 connection.input.extend_from_slice(&data[used..]);
             }
         } else {
@@ -424,8 +429,9 @@ impl CoreState {
         let old = input.len();
         let head = data.len().min(SPLIT_REQUEST_REACH);
         input.extend_from_slice(&data[..head]);
+        let closing = connection.closing;
         let used = self.serve(connection, token, &input);
-        let served_through = connection.closing == Closing::Open && !connection.paused;
+        let served_through = connection.closing == closing && !connection.paused;
         let rest = if used >= old && served_through {
             // The old input is all served: go on in `data` itself, past the
             // rest of a refused value the input began.
@@ -444,7 +450,7 @@ impl CoreState {
             }
             &[]
         };
-        if connection.closing == Closing::Open {
+        if connection.closing != Closing::Now {
             input.extend_from_slice(rest);
             connection.input = input;
         }
@@ -457,6 +463,9 @@ impl CoreState {
     /// cache misses of pipelined requests overlap instead of stalling one after
     /// another.
     fn serve(&mut self, connection: &mut Connection, token: u64, buf: &[u8]) -> usize {
+        // A request that closes the connection (`shutdown`, a protocol error)
+        // ends the serving; one served while it already closes does not.
+        let closing = connection.closing;
         let mut pos = 0;
         while pos < buf.len() {
             let mut window: [Option<(Parsed<'_>, usize)>; PREFETCH_DEPTH] = Default::default();
@@ -504,7 +513,7 @@ impl CoreState {
                     Parsed::Request { request, consumed } => {
                         pos = start + *consumed;
                         self.dispatch(connection, token, request, &buf[start..pos]);
-                        if connection.closing != Closing::Open {
+                        if connection.closing != closing {
                             return pos;
                         }
                         if connection.paused || connection.must_pause() {
@@ -584,6 +593,23 @@ impl CoreState {
         }
         connection.reply_buffer().extend_from_slice(reply::END);
         None
+    }
+
+    /// Serves the rest of a multi-get the connection paused in; false if it had
+    /// to pause again (the keys left stay pending).
+    fn continue_pending_get(&mut self, connection: &mut Connection, token: u64) -> bool {
+        let Some(mut pending) = connection.pending_get.take() else {
+            return true;
+        };
+        match self.serve_get(connection, token, pending.kind, pending.rest()) {
+            None => true,
+            Some(rest) => {
+                pending.advance_to(rest.as_bytes().len());
+                connection.pending_get = Some(pending);
+                connection.paused = true;
+                false
+            }
+        }
     }
 
     /// A paused connection whose replies have drained serves its input again.
