@@ -340,3 +340,36 @@ fn a_multi_get_of_another_cores_large_value_is_bounded_too() {
     }
     c.expect_reply("END\r\n");
 }
+
+/// `gat` served in parts keeps touching: every part of the reply carries the
+/// values, and the new exptime is applied (memcached's answer for each key).
+#[test]
+fn a_gat_of_a_large_value_repeated_streams_and_touches() {
+    let s = Server::start(&["-t", "1", "-m", "64"]);
+    let mut c = s.client();
+    let value = vec![b'v'; 100_000];
+    c.set("big", &value);
+    const REPEATS: usize = 500;
+    c.send(format!(
+        "gat 1000 {}\r\nmg big t v\r\n",
+        vec!["big"; REPEATS].join(" ")
+    ));
+    for _ in 0..REPEATS {
+        c.expect_reply("VALUE big 0 100000\r\n");
+        assert_eq!(c.read_exact(value.len()), value);
+        c.expect_reply("\r\n");
+    }
+    c.expect_reply("END\r\n");
+    // The item now expires in about 1000 s.
+    let line = c.read_line();
+    let ttl: i64 = line
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix('t'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no TTL in {line:?}"));
+    assert!((990..=1000).contains(&ttl), "{line}");
+    assert_eq!(
+        c.read_exact(value.len() + 2),
+        [&value[..], b"\r\n"].concat()
+    );
+}
