@@ -287,7 +287,7 @@ impl Policy {
     /// A read (or other use) of an entry: counted, moved to its list's MRU end, and
     /// promoted from probation to protected.
     pub fn access<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) {
-        self.sketch.increment(e.key_hash(id));
+        self.sketch.increment_resident(e.key_hash(id));
         let seg = self.unlink(e, class, id);
         let to = match seg {
             Segment::Probation | Segment::Protected => Segment::Protected,
@@ -323,7 +323,7 @@ impl Policy {
     /// miss each, for nothing (memcached bumps an item at most once a minute for
     /// the same reason). Probation hits always move: they promote the entry.
     pub fn access_in_place<E: Entries>(&mut self, e: &mut E, id: u32) {
-        self.sketch.increment(e.key_hash(id));
+        self.sketch.increment_resident(e.key_hash(id));
     }
 
     /// Takes an entry off its list; returns the list it was on.
@@ -334,7 +334,7 @@ impl Policy {
     /// Puts an entry whose item was rewritten in place back on `seg` (its list
     /// before the rewrite), as an access.
     pub fn reinsert<E: Entries>(&mut self, e: &mut E, class: usize, id: u32, seg: Segment) {
-        self.sketch.increment(e.key_hash(id));
+        self.sketch.increment_resident(e.key_hash(id));
         let to = match seg {
             Segment::None => Segment::Window,
             Segment::Probation => Segment::Protected,
