@@ -11,7 +11,8 @@ use crate::protocol::{GetKind, Keys};
 pub const OUTPUT_HIGH_WATER: usize = 4 << 20;
 pub const OUTPUT_LOW_WATER: usize = 1 << 20;
 /// A connection also stops serving input while more replies are owed by other
-/// cores than [`held_reply_limit`] allows, and resumes at half: their sizes are
+/// cores than [`held_reply_limit`] allows (local replies queued behind one of
+/// them counted too), and resumes at half: their sizes are
 /// unknown until they come back, up to an item each, so the limit is what
 /// [`HELD_REPLY_BYTES`] of the largest items come to, within
 /// [`MIN_HELD_REPLIES`]..=[`MAX_HELD_REPLIES`].

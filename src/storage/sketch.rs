@@ -45,22 +45,22 @@
 //! counters (fewer collisions for the keys that matter). A key in the doorkeeper
 //! counts one more than its counters say.
 //!
-//! Hits and rewrites of items the cache holds skip the doorkeeper
-//! ([`Sketch::increment_resident`]): their first sighting went through it when
-//! they were stored, and after a reset the estimate is the same either way.
-//! That keeps the doorkeeper's line off the hit path, and left the shared
-//! traces' figures equal or slightly higher (OLTP@1000 39.66 -> 39.85,
-//! sprite@500 77.69 -> 78.04).
+//! Hits, and rewrites that keep their slab class, of items the cache holds skip
+//! the doorkeeper ([`Sketch::increment_resident`]): their first sighting went
+//! through it when they were stored, and after a reset the estimate is the same
+//! either way. The doorkeeper is read by stores of keys not held, by frequency
+//! estimates (admission duels, rebalancing samples), not by the hit path; this
+//! left the shared traces' figures equal or slightly higher (OLTP@1000 39.66 ->
+//! 39.85, sprite@500 77.69 -> 78.04).
 //!
 //! The doorkeeper is blocked: a key's bits all lie in one 64-byte line, so a
-//! sighting costs one cache miss rather than one per bit (the line was first
-//! prefetched with the counters'; since hits skip the doorkeeper, only a new
-//! item's first sighting reads it, and it is not). With 8 bits per item the false positives hardly change for large
-//! caches; on the shared traces' small capacities it cost at most half a point
-//! (OLTP@1000 39.72 -> 39.66, gli@500 27.83 -> 27.33, gli@1000 50.96 -> 50.86,
-//! sprite@500 77.88 -> 77.69); the server served a median 8% more requests per
-//! CPU-second at pipeline 16 (four alternated runs on the 2-core VM, whose
-//! run-to-run spread is wider than that).
+//! sighting costs one cache miss rather than one per bit. With 8 bits per item
+//! the false positives hardly change for large caches; on the shared traces'
+//! small capacities it cost up to 0.66 points (OLTP@1000 39.72 -> 39.66,
+//! gli@500 27.83 -> 27.33, gli@1000 50.96 -> 50.86, sprite@200 47.97 -> 47.31,
+//! sprite@500 77.88 -> 77.69, before hits skipped it); the server served a
+//! median 8% more requests per CPU-second at pipeline 16 (four alternated runs
+//! on the 2-core VM, whose run-to-run spread is wider than that).
 
 use super::slab::MappedWords;
 
@@ -185,8 +185,7 @@ impl Sketch {
 
     /// The doorkeeper bits of a key: `DOORKEEPER_HASHES` positions inside one
     /// 512-bit line picked by the hash (a blocked Bloom filter, Putze, Sanders and
-    /// Singler 2007), so a sighting costs one cache miss, prefetched with the
-    /// counters, instead of one per bit.
+    /// Singler 2007), so a sighting costs one cache miss instead of one per bit.
     #[inline]
     fn door_bits(&self, h: u64) -> impl Iterator<Item = u64> + '_ {
         let g = mix(h);
@@ -217,8 +216,7 @@ impl Sketch {
 
     /// Starts loading the cache line that holds the key's counters (a hint,
     /// like the index's: a batch of requests loads all its lines at once). Not
-    /// the doorkeeper's: only a new item's first sighting reads it, and a
-    /// batch is mostly hits.
+    /// the doorkeeper's: hits do not read it, and a batch is mostly hits.
     #[inline]
     pub fn prefetch(&self, key_hash: u64) {
         if !self.table.is_empty() {
