@@ -244,25 +244,7 @@ impl Sketch {
 
     /// Records one sighting of the key.
     pub fn increment(&mut self, key_hash: u64) {
-        if self.table.is_empty() {
-            return;
-        }
-        let h = mix(key_hash);
-        // The first sighting since the last reset only goes to the doorkeeper.
-        if self.door_insert(h) {
-            // Conservative update would be more precise; Caffeine increments all four
-            // (simpler, and the halving bounds the error).
-            for i in 0..4 {
-                let (word, shift) = self.slot(h, i);
-                if (self.table[word] >> shift) & COUNTER_MAX != COUNTER_MAX {
-                    self.table[word] += 1 << shift;
-                }
-            }
-        }
-        self.size += 1;
-        if self.size >= self.sample_size {
-            self.reset();
-        }
+        self.record(key_hash, true);
     }
 
     /// Records a sighting of a key held in the cache (a hit, a rewrite): straight
@@ -271,14 +253,23 @@ impl Sketch {
     /// (the doorkeeper bit or one more count), and the doorkeeper's line is
     /// not touched on the common path.
     pub fn increment_resident(&mut self, key_hash: u64) {
+        self.record(key_hash, false);
+    }
+
+    fn record(&mut self, key_hash: u64, through_doorkeeper: bool) {
         if self.table.is_empty() {
             return;
         }
         let h = mix(key_hash);
-        for i in 0..4 {
-            let (word, shift) = self.slot(h, i);
-            if (self.table[word] >> shift) & COUNTER_MAX != COUNTER_MAX {
-                self.table[word] += 1 << shift;
+        // The first sighting since the last reset only goes to the doorkeeper.
+        if !through_doorkeeper || self.door_insert(h) {
+            // Conservative update would be more precise; Caffeine increments all four
+            // (simpler, and the halving bounds the error).
+            for i in 0..4 {
+                let (word, shift) = self.slot(h, i);
+                if (self.table[word] >> shift) & COUNTER_MAX != COUNTER_MAX {
+                    self.table[word] += 1 << shift;
+                }
             }
         }
         self.size += 1;
