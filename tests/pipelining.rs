@@ -208,9 +208,8 @@ fn a_client_that_does_not_read_gets_backpressure_not_a_balloon() {
         assert!(grown < 32 << 20, "server grew {grown} bytes");
     }
     for _ in 0..GETS {
-        c.expect_reply("VALUE big 0 100000\r\n");
-        assert_eq!(c.read_exact(value.len()), value);
-        c.expect_reply("\r\nEND\r\n");
+        c.expect_value("big", 0, &value);
+        c.expect_reply("END\r\n");
     }
     c.expect_version();
 }
@@ -240,9 +239,7 @@ fn a_multi_get_of_a_large_value_repeated_streams(args: &[&str], keys: &[&str]) {
         assert!(grown < 48 << 20, "server grew {grown} bytes");
     }
     for key in &asked {
-        c.expect_reply(format!("VALUE {key} 0 100000\r\n"));
-        assert_eq!(c.read_exact(value.len()), value);
-        c.expect_reply("\r\n");
+        c.expect_value(key, 0, &value);
     }
     c.expect_reply("END\r\n");
     c.expect_version();
@@ -290,9 +287,7 @@ fn a_paused_multi_get_is_finished_by_the_shutdown_drain() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     sleep_s(0.1);
     for _ in 0..REPEATS {
-        c.expect_reply("VALUE big 0 100000\r\n");
-        assert_eq!(c.read_exact(value.len()), value);
-        c.expect_reply("\r\n");
+        c.expect_value("big", 0, &value);
     }
     c.expect_reply("END\r\n");
     c.expect_closed();
@@ -334,9 +329,7 @@ fn a_multi_get_of_another_cores_large_value_is_bounded_too() {
     // size) grew it by 259 MB.
     assert!(grown < 200 << 20, "server grew {grown} bytes");
     for _ in 0..REPEATS {
-        c.expect_reply(format!("VALUE {key} 0 1000000\r\n"));
-        assert_eq!(c.read_exact(value.len()), value);
-        c.expect_reply("\r\n");
+        c.expect_value(&key, 0, &value);
     }
     c.expect_reply("END\r\n");
 }
@@ -355,9 +348,7 @@ fn a_gat_of_a_large_value_repeated_streams_and_touches() {
         vec!["big"; REPEATS].join(" ")
     ));
     for _ in 0..REPEATS {
-        c.expect_reply("VALUE big 0 100000\r\n");
-        assert_eq!(c.read_exact(value.len()), value);
-        c.expect_reply("\r\n");
+        c.expect_value("big", 0, &value);
     }
     c.expect_reply("END\r\n");
     // The item now expires in about 1000 s.

@@ -617,6 +617,14 @@ impl Client {
         Some((flags, value))
     }
 
+    /// One `VALUE` block of a retrieval's reply: the line for `key` with
+    /// `flags`, then exactly `value` and its `\r\n`.
+    pub fn expect_value(&mut self, key: &str, flags: u32, value: &[u8]) {
+        self.expect_reply(format!("VALUE {key} {flags} {}\r\n", value.len()));
+        assert_eq!(self.read_exact(value.len()), value, "value of {key}");
+        self.expect_reply("\r\n");
+    }
+
     /// `gets key`: (value, cas), or None on a miss.
     pub fn gets(&mut self, key: &str) -> Option<(Vec<u8>, u64)> {
         self.send(format!("gets {key}\r\n"));
