@@ -145,11 +145,12 @@ pub struct Keys<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Keys<'a> {
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.0.split(|&b| b == b' ').filter(|t| !t.is_empty())
+        std::iter::successors(self.split_first(), |(_, rest)| rest.split_first())
+            .map(|(key, _)| key)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
+        self.split_first().is_none()
     }
 
     /// The first key and the keys after it; `None` when none are left. A
