@@ -172,12 +172,7 @@ fn item_size_limit_default_1m() {
 
 #[test]
 fn item_size_limit_2k() {
-    // memcached 1.6.18 refuses to start with `-I 2k` alone ("slab_chunk_max (bytes:
-    // 524288) cannot be larger than -I"); it needs `-o slab_chunk_max=1024` as well.
-    let s = Server::builder()
-        .args(&["-I", "2k"])
-        .memcached_args(&["-o", "slab_chunk_max=1024"])
-        .start();
+    let s = Server::with_2k_items();
     let mut c = s.client();
     // Measured on memcached: with a 3-byte key the largest value is 1986 bytes
     // (2048 - 62 of overhead); a 2048-byte value does not fit.
@@ -325,10 +320,7 @@ fn too_many_connections() {
 /// with the request after it.
 #[test]
 fn a_refused_value_split_across_reads_is_swallowed() {
-    let s = Server::builder()
-        .args(&["-I", "2k"])
-        .memcached_args(&["-o", "slab_chunk_max=1024"])
-        .start();
+    let s = Server::with_2k_items();
     let mut c = s.client();
     c.set("k", b"x");
     let mut req = b"get k\r\nset big 0 0 3000\r\n".to_vec();

@@ -218,10 +218,7 @@ fn ms_cas_reply_on_failure_and_quiet() {
 
 #[test]
 fn ms_too_large_and_bad_chunks() {
-    let s = Server::builder()
-        .args(&["-I", "2k"])
-        .memcached_args(&["-o", "slab_chunk_max=1024"])
-        .start();
+    let s = Server::with_2k_items();
     let mut c = s.client();
     c.expect("ms big 1 T0\r\nx\r\n", "HD\r\n");
     let big = vec![b'v'; 4000];

@@ -269,6 +269,16 @@ impl Server {
     }
 
     /// Start the server with these extra flags and wait until it accepts connections.
+    /// A server whose items may be at most 2 KiB (`-I 2k`). memcached 1.6.18
+    /// refuses `-I 2k` alone ("slab_chunk_max (bytes: 524288) cannot be larger
+    /// than -I") and needs `-o slab_chunk_max=1024` as well.
+    pub fn with_2k_items() -> Server {
+        Server::builder()
+            .args(&["-I", "2k"])
+            .memcached_args(&["-o", "slab_chunk_max=1024"])
+            .start()
+    }
+
     pub fn start(args: &[&str]) -> Server {
         Server::builder().args(args).start()
     }
