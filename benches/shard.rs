@@ -20,12 +20,32 @@ fn keys(n: usize) -> Vec<(Vec<u8>, u64)> {
 }
 
 fn filled(memory: usize, keys: &[(Vec<u8>, u64)], value: &[u8]) -> Shard {
-    let mut s = Shard::new(ShardConfig::new(memory, MIB)).expect("shard");
+    filled_with(ShardConfig::new(memory, MIB), keys, value)
+}
+
+fn filled_with(config: ShardConfig, keys: &[(Vec<u8>, u64)], value: &[u8]) -> Shard {
+    let mut s = Shard::new(config).expect("shard");
     for (k, h) in keys {
         let r = s.store(StoreMode::Set, k, *h, 0, 0, value, NOW);
         assert_eq!(r, StoreResult::Stored);
     }
     s
+}
+
+/// Requests per pipelined read in the batched bench (the compare runs' depth).
+const BATCH: usize = 16;
+
+/// 0..n in a fixed pseudo-random order (xorshift; no dependency for a shuffle).
+fn shuffled(n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
 }
 
 fn bench(c: &mut Criterion) {
@@ -50,6 +70,49 @@ fn bench(c: &mut Criterion) {
             black_box(s.store(StoreMode::Set, k, *h, 0, 0, &value, NOW))
         })
     });
+
+    // The server's pipelined path: 16 gets of keys in random order (the working
+    // set, 100k items of 176-byte chunks, is far larger than L2), their buckets and
+    // items prefetched first. With and without huge pages for the arena (-L).
+    // The requests, in order, laid out like a receive buffer: reading them is
+    // sequential, so only the shard's own memory accesses miss.
+    let requests: Vec<(Vec<u8>, u64)> = shuffled(ks.len())
+        .into_iter()
+        .map(|j| ks[j].clone())
+        .collect();
+    let keys_in_order: Vec<u8> = requests.iter().flat_map(|(k, _)| k.clone()).collect();
+    let key_len = ks[0].0.len();
+    assert!(ks.iter().all(|(k, _)| k.len() == key_len));
+    let hashes_in_order: Vec<u64> = requests.iter().map(|(_, h)| *h).collect();
+    for huge_pages in [false, true] {
+        let mut config = ShardConfig::new(256 * MIB, MIB);
+        config.huge_pages = huge_pages;
+        let mut s = filled_with(config, &ks, &value);
+        let name = if huge_pages {
+            "get_hit_random_batch16_huge_pages"
+        } else {
+            "get_hit_random_batch16"
+        };
+        g.throughput(Throughput::Elements(BATCH as u64));
+        let mut at = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                if at + BATCH > hashes_in_order.len() {
+                    at = 0;
+                }
+                let hashes = &hashes_in_order[at..at + BATCH];
+                let keys = keys_in_order[at * key_len..(at + BATCH) * key_len].chunks(key_len);
+                s.prefetch(hashes);
+                let mut bytes = 0;
+                for (k, h) in keys.zip(hashes) {
+                    bytes += s.get(k, *h, NOW).map_or(0, |v| v.value.len());
+                }
+                at += BATCH;
+                black_box(bytes)
+            })
+        });
+        g.throughput(Throughput::Elements(1));
+    }
 
     // 4 MiB holds ~24k items of this size: 200k rotating keys keep every set
     // evicting the LRU tail.
