@@ -178,7 +178,7 @@ impl Shard {
             }
         }
         if !opts.no_bump {
-            self.access(id);
+            self.access(id, hash);
         }
         let cas = self.reported_cas(id);
         let b = self.slabs.item(id);
@@ -233,7 +233,7 @@ impl Shard {
         }
         let stored = match (opts.mode, old) {
             (MetaSetMode::Add, Some(id)) => {
-                self.access(id);
+                self.access(id, hash);
                 return (StoreResult::NotStored, 0);
             }
             (MetaSetMode::Replace, None) => return (StoreResult::NotStored, 0),

@@ -455,7 +455,7 @@ impl Shard {
         match self.find_for_read(key, hash) {
             Some(id) => {
                 self.stats.get_hits += 1;
-                Some(self.hit(id))
+                Some(self.hit(id, hash))
             }
             None => {
                 self.stats.get_misses += 1;
@@ -477,7 +477,7 @@ impl Shard {
             Some(id) => {
                 self.stats.get_hits += 1;
                 self.set_expiry(id, expiry);
-                Some(self.hit(id))
+                Some(self.hit(id, hash))
             }
             None => {
                 self.stats.get_misses += 1;
@@ -492,7 +492,7 @@ impl Shard {
         match self.find_live(key, hash) {
             Some(id) => {
                 self.set_expiry(id, expiry);
-                self.access(id);
+                self.access(id, hash);
                 true
             }
             None => false,
@@ -525,7 +525,7 @@ impl Shard {
         let old = self.find_live(key, hash);
         match (mode, old) {
             (StoreMode::Add, Some(id)) => {
-                self.access(id);
+                self.access(id, hash);
                 return StoreResult::NotStored;
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
@@ -889,7 +889,7 @@ impl Shard {
     }
 
     /// Marks a read item fetched and recently used, and views it.
-    fn hit(&mut self, id: u32) -> ItemView<'_> {
+    fn hit(&mut self, id: u32, hash: u64) -> ItemView<'_> {
         let used_this_second = {
             let b = self.slabs.item_mut(id);
             let recent = keeps_its_place(b, self.now);
@@ -898,9 +898,9 @@ impl Shard {
             recent
         };
         if used_this_second {
-            self.policy.access_in_place(&mut self.slabs, id);
+            self.policy.access_in_place(hash);
         } else {
-            self.access(id);
+            self.access(id, hash);
         }
         let cas = self.reported_cas(id);
         let b = self.slabs.item(id);
@@ -913,10 +913,10 @@ impl Shard {
         }
     }
 
-    /// Tells the policy the item was used.
-    fn access(&mut self, id: u32) {
+    /// Tells the policy the item `id`, of key hash `hash`, was used.
+    fn access(&mut self, id: u32, hash: u64) {
         let class = self.slabs.class_of(id);
-        self.policy.access(&mut self.slabs, class, id);
+        self.policy.access(&mut self.slabs, class, id, hash);
     }
 
     fn set_expiry(&mut self, id: u32, expiry: u32) {
@@ -1004,11 +1004,13 @@ impl Shard {
                 item::set_prev(b, prev);
                 item::set_next(b, next);
                 item::set_segment(b, segment);
-                self.policy.access_in_place(&mut self.slabs, id);
+                self.policy.access_in_place(hash);
             }
             // It keeps its list (probation moves on to protected, as on a hit).
-            Some(Rewrite::Moved(seg)) => self.policy.reinsert(&mut self.slabs, class, id, seg),
-            None => self.policy.insert(&mut self.slabs, class, id),
+            Some(Rewrite::Moved(seg)) => {
+                self.policy.reinsert(&mut self.slabs, class, id, seg, hash)
+            }
+            None => self.policy.insert(&mut self.slabs, class, id, hash),
         }
         self.stats.curr_items += 1;
         self.stats.total_items += 1;

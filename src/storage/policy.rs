@@ -274,8 +274,9 @@ impl Policy {
     // ----- the four calls the shard makes -------------------------------------
 
     /// A new entry: counted in the sketch and put at the window's MRU end.
-    pub fn insert<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) {
-        let key_hash = e.key_hash(id);
+    /// `key_hash` is the entry's key's (the caller has it from the request, and
+    /// hashing the key again from the item would cost a hash and an item read).
+    pub fn insert<E: Entries>(&mut self, e: &mut E, class: usize, id: u32, key_hash: u64) {
         self.sketch.increment(key_hash);
         if let Some(side) = self.ghosts.take(key_hash) {
             self.climb(e, side);
@@ -286,8 +287,8 @@ impl Policy {
 
     /// A read (or other use) of an entry: counted, moved to its list's MRU end, and
     /// promoted from probation to protected.
-    pub fn access<E: Entries>(&mut self, e: &mut E, class: usize, id: u32) {
-        self.sketch.increment_resident(e.key_hash(id));
+    pub fn access<E: Entries>(&mut self, e: &mut E, class: usize, id: u32, key_hash: u64) {
+        self.sketch.increment_resident(key_hash);
         let seg = self.unlink(e, class, id);
         let to = match seg {
             Segment::Probation | Segment::Protected => Segment::Protected,
@@ -322,8 +323,8 @@ impl Policy {
     /// already, and moving it again would touch its neighbours' memory, a cache
     /// miss each, for nothing (memcached bumps an item at most once a minute for
     /// the same reason). Probation hits always move: they promote the entry.
-    pub fn access_in_place<E: Entries>(&mut self, e: &mut E, id: u32) {
-        self.sketch.increment_resident(e.key_hash(id));
+    pub fn access_in_place(&mut self, key_hash: u64) {
+        self.sketch.increment_resident(key_hash);
     }
 
     /// Takes an entry off its list; returns the list it was on.
@@ -333,8 +334,15 @@ impl Policy {
 
     /// Puts an entry whose item was rewritten in place back on `seg` (its list
     /// before the rewrite), as an access.
-    pub fn reinsert<E: Entries>(&mut self, e: &mut E, class: usize, id: u32, seg: Segment) {
-        self.sketch.increment_resident(e.key_hash(id));
+    pub fn reinsert<E: Entries>(
+        &mut self,
+        e: &mut E,
+        class: usize,
+        id: u32,
+        seg: Segment,
+        key_hash: u64,
+    ) {
+        self.sketch.increment_resident(key_hash);
         let to = match seg {
             Segment::None => Segment::Window,
             Segment::Probation => Segment::Protected,
@@ -633,6 +641,16 @@ mod tests {
         }
     }
 
+    /// `Policy::insert` / `access` with the entry's hash, as the shard calls them.
+    fn insert(p: &mut Policy, e: &mut Vecs, id: u32) {
+        let h = e.key_hash(id);
+        p.insert(e, 0, id, h);
+    }
+    fn access(p: &mut Policy, e: &mut Vecs, id: u32) {
+        let h = e.key_hash(id);
+        p.access(e, 0, id, h);
+    }
+
     fn setup(cap: u32) -> (Policy, Vecs) {
         let mut p = Policy::new(1, cap as usize, 1);
         let mut e = Vecs {
@@ -657,12 +675,12 @@ mod tests {
     fn window_overflow_goes_to_probation_and_hits_promote() {
         let (mut p, mut e) = setup(100);
         for id in 0..3 {
-            p.insert(&mut e, 0, id);
+            insert(&mut p, &mut e, id);
         }
         let l = p.classes[0];
         assert_eq!((l.window.len, l.probation.len), (1, 2));
         assert_eq!(e.segment(2), Segment::Window);
-        p.access(&mut e, 0, 0);
+        access(&mut p, &mut e, 0);
         assert_eq!(e.segment(0), Segment::Protected);
         assert_eq!(p.classes[0].protected.len, 1);
     }
@@ -673,11 +691,11 @@ mod tests {
         p.set_pressure(false);
         let (window_max, protected_max) = p.maxima(0);
         for id in 0..100 {
-            p.insert(&mut e, 0, id);
+            insert(&mut p, &mut e, id);
         }
         for id in 0..100 {
             if e.segment(id) == Segment::Probation {
-                p.access(&mut e, 0, id);
+                access(&mut p, &mut e, id);
             }
         }
         let l = p.classes[0];
@@ -698,7 +716,7 @@ mod tests {
             let before = p.classes[0].protected.len;
             let victim = p.victim(&mut e, 0, NIL).expect("a full class has a victim");
             p.remove(&mut e, 0, victim);
-            p.insert(&mut e, 0, id);
+            insert(&mut p, &mut e, id);
             let after = p.classes[0].protected.len;
             assert!(after < before && before - after <= FIT_MOVES as u32);
             assert_eq!(p.classes[0].catching_up, n + 1 < stores as usize);
@@ -715,19 +733,19 @@ mod tests {
     fn a_frequent_candidate_beats_the_victim_and_a_new_one_loses() {
         let (mut p, mut e) = setup(10);
         for id in 0..10 {
-            p.insert(&mut e, 0, id);
+            insert(&mut p, &mut e, id);
         }
         // Window holds 9 (the newest); 0 is in probation (the victim), 9 in the window.
         let l = p.classes[0];
         assert_eq!((l.window.len, l.window.head), (1, 9));
         // A candidate seen once more than the victim wins.
-        p.access(&mut e, 0, 9);
+        access(&mut p, &mut e, 9);
         let v = p.victim(&mut e, 0, NIL).unwrap();
         assert_ne!(v, 9);
         assert_eq!(e.segment(9), Segment::Probation);
         assert_eq!(p.stats.admitted, 1);
         p.remove(&mut e, 0, v);
-        p.insert(&mut e, 0, 10);
+        insert(&mut p, &mut e, 10);
         // A fresh candidate (seen once) does not beat a victim seen once.
         let v = p.victim(&mut e, 0, NIL).unwrap();
         assert_eq!(v, 10);
@@ -739,7 +757,7 @@ mod tests {
         let cap = 1000;
         let (mut p, mut e) = setup(cap);
         for id in 0..cap {
-            p.insert(&mut e, 0, id);
+            insert(&mut p, &mut e, id);
         }
         let step = GHOST_STEP_ENTRIES / cap as f64;
         let start = p.window_share();
@@ -748,13 +766,13 @@ mod tests {
         let rejected = p.victim(&mut e, 0, NIL).unwrap();
         assert_eq!(e.segment(rejected), Segment::Window);
         p.remove(&mut e, 0, rejected);
-        p.insert(&mut e, 0, rejected);
+        insert(&mut p, &mut e, rejected);
         assert_eq!(p.stats.window_ghost_hits, 1);
         assert!((p.window_share() - (start + step)).abs() < 1e-9);
         // The ghost is used up: the same key again changes nothing.
         let share = p.window_share();
         p.remove(&mut e, 0, rejected);
-        p.insert(&mut e, 0, rejected);
+        insert(&mut p, &mut e, rejected);
         assert_eq!(p.stats.window_ghost_hits, 1);
         assert_eq!(p.window_share(), share);
         // The window is now below its maximum, so the next victim comes from the
@@ -762,7 +780,7 @@ mod tests {
         let evicted = p.victim(&mut e, 0, NIL).unwrap();
         assert_eq!(e.segment(evicted), Segment::Probation);
         p.remove(&mut e, 0, evicted);
-        p.insert(&mut e, 0, evicted);
+        insert(&mut p, &mut e, evicted);
         assert_eq!(p.stats.main_ghost_hits, 1);
         assert!((p.window_share() - start).abs() < 1e-9);
     }

@@ -143,7 +143,8 @@ impl WTinyLfuSim {
         self.result.refs += 1;
         if let Some(&id) = self.map.get(&key) {
             self.result.hits += 1;
-            self.policy.access(&mut self.nodes, 0, id);
+            let hash = self.nodes.0[id as usize].hash;
+            self.policy.access(&mut self.nodes, 0, id, hash);
             return true;
         }
         if self.map.len() as u32 >= self.capacity {
@@ -157,12 +158,13 @@ impl WTinyLfuSim {
             self.map.remove(&self.nodes.0[victim as usize].key);
             self.free.push(victim);
         }
+        let hash = key_hash(&key.to_le_bytes());
         let node = Node {
             prev: NIL,
             next: NIL,
             seg: Segment::None,
             key,
-            hash: key_hash(&key.to_le_bytes()),
+            hash,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -175,7 +177,7 @@ impl WTinyLfuSim {
             }
         };
         self.map.insert(key, id);
-        self.policy.insert(&mut self.nodes, 0, id);
+        self.policy.insert(&mut self.nodes, 0, id, hash);
         false
     }
 

@@ -404,8 +404,8 @@ impl Shard {
         // A delayed flush_all that came due while the server was down applies now.
         self.tick(now);
         let classes = self.slabs.classes.len();
-        // (last access, cas, id) of the items kept, per class.
-        let mut kept: Vec<Vec<(u32, u64, u32)>> = vec![Vec::new(); classes];
+        // (last access, cas, id, key hash) of the items kept, per class.
+        let mut kept: Vec<Vec<(u32, u64, u32, u64)>> = vec![Vec::new(); classes];
         for page in 0..self.slabs.pages.len() as u32 {
             let meta = self.slabs.pages[page as usize];
             if meta.class == NO_CLASS {
@@ -456,7 +456,7 @@ impl Shard {
                 if expiry != 0 {
                     self.ttl.push((expiry, id));
                 }
-                kept[meta.class as usize].push((atime, cas, id));
+                kept[meta.class as usize].push((atime, cas, id, hash));
             }
         }
         self.note_pressure();
@@ -465,8 +465,8 @@ impl Shard {
             self.policy.set_capacity(&mut self.slabs, class, cap);
             // Least recently used first, so the most recent end at the heads.
             items.sort_unstable();
-            for (_, _, id) in items {
-                self.policy.insert(&mut self.slabs, class, id);
+            for (_, _, id, hash) in items {
+                self.policy.insert(&mut self.slabs, class, id, hash);
             }
         }
         Ok(self.stats.curr_items)
