@@ -38,15 +38,22 @@
 //! the warm-restart header (`warm.rs`), the pages follow. Such an arena never
 //! grows: `cache_memlimit` above the file's size is refused.
 //!
-//! Mapping a file is the one `unsafe` call of this module besides the prefetch
-//! hint (`MmapMut::map_mut`): it is sound only while no one else changes the
-//! file's length or bytes under the mapping. The file is locked with an exclusive
+//! # Unsafe code
+//!
+//! The storage side's `unsafe` blocks are all here, each with its `SAFETY` note:
+//! item access through the page-start table (`Slabs::chunk`, `item`,
+//! `item_mut`: a chunk is checked to lie inside its page, and pages lie inside
+//! mappings the `Slabs` owns for its whole life), the word view of
+//! [`MappedWords`], the prefetch hint, and mapping a file (`MmapMut::map_mut`):
+//! that one is sound only while no one else changes the file's length or bytes
+//! under the mapping. The file is locked with an exclusive
 //! `flock` before it is mapped, sized before it is mapped, owned by the `Slabs`
 //! (nothing else holds a handle to resize it) and never truncated while mapped;
 //! see the `SAFETY` comment in [`Slabs::new_in_file`].
 
 use std::fs::File;
 use std::io;
+use std::ptr::NonNull;
 
 use memmap2::{Advice, MmapMut, MmapOptions};
 use nix::fcntl::Flock;
@@ -90,8 +97,6 @@ struct Segment {
     map: MmapMut,
     /// Offset of the first page in `map` (the header's length in a file mapping).
     base: usize,
-    first_page: u32,
-    pages: u32,
 }
 
 /// The geometry every chunk id depends on, computed from the sizing alone.
@@ -124,6 +129,13 @@ impl Layout {
 
 pub(crate) struct Slabs {
     segments: Vec<Segment>,
+    /// Where each mapped page starts, by page id: an item access is then one
+    /// table read and an add, not a search of the segments and two slice bounds
+    /// checks (it ran several times per request and was a fifth of a cached
+    /// get's instructions). Every pointer points into a mapping of `segments`,
+    /// which live as long as the `Slabs` and are never unmapped or moved (a
+    /// mapping's address does not change when its `MmapMut` moves).
+    page_starts: Vec<NonNull<u8>>,
     page_size: usize,
     slot_bits: u32,
     /// Most pages a chunk id can name (the all-ones page index is reserved).
@@ -281,13 +293,7 @@ impl Slabs {
         // whatever the file held before is at worst wrong data, which the
         // warm-restart checks reject.
         let map = unsafe { MmapOptions::new().len(len).map_mut(&*file)? };
-        slabs.segments.push(Segment {
-            map,
-            base: header_len,
-            first_page: 0,
-            pages: pages as u32,
-        });
-        slabs.mapped_pages = pages;
+        slabs.add_segment(map, header_len, pages);
         slabs.max_pages = pages;
         slabs.file = Some(file);
         Ok(slabs)
@@ -315,6 +321,7 @@ impl Slabs {
             .collect();
         Slabs {
             segments: Vec::new(),
+            page_starts: Vec::new(),
             page_size,
             slot_bits,
             id_page_cap,
@@ -474,13 +481,7 @@ impl Slabs {
                         // refused, and the arena works as without -L.
                         let _ = map.advise(Advice::HugePage);
                     }
-                    self.segments.push(Segment {
-                        map,
-                        base: 0,
-                        first_page: self.mapped_pages as u32,
-                        pages: add as u32,
-                    });
-                    self.mapped_pages = want;
+                    self.add_segment(map, 0, add);
                 }
                 Err(e) => {
                     self.max_pages = self.max_pages.min(self.mapped_pages);
@@ -514,27 +515,43 @@ impl Slabs {
         (page << self.slot_bits) | slot
     }
 
+    /// Maps `pages` more pages: those of `map` from byte `base` on.
+    fn add_segment(&mut self, mut map: MmapMut, base: usize, pages: usize) {
+        assert!(base + pages * self.page_size <= map.len());
+        let first = map.as_mut_ptr().wrapping_add(base);
+        self.page_starts.extend((0..pages).map(|p| {
+            NonNull::new(first.wrapping_add(p * self.page_size)).expect("a mapping is not at 0")
+        }));
+        self.segments.push(Segment { map, base });
+        self.mapped_pages += pages;
+    }
+
+    /// Where chunk `id` starts and how long it is. Panics (instead of reaching
+    /// past its page) for an id whose slot lies beyond its page's end.
     #[inline]
-    fn page_range(&self, page: u32) -> (usize, usize) {
-        for (i, seg) in self.segments.iter().enumerate() {
-            if page < seg.first_page + seg.pages {
-                return (
-                    i,
-                    seg.base + (page - seg.first_page) as usize * self.page_size,
-                );
-            }
-        }
-        unreachable!("page {page} is not mapped")
+    fn chunk(&self, id: u32) -> (NonNull<u8>, usize) {
+        let page = self.page_of(id) as usize;
+        let size = self.pages[page].chunk_size as usize;
+        let offset = self.slot_of(id) as usize * size;
+        assert!(
+            offset + size <= self.page_size,
+            "chunk {id} is past its page"
+        );
+        // SAFETY: `offset + size <= page_size`, so the result stays inside the
+        // page, which lies inside its mapping (`add_segment`).
+        (unsafe { self.page_starts[page].add(offset) }, size)
     }
 
     /// The bytes of chunk `id`.
     #[inline]
     pub fn item(&self, id: u32) -> &[u8] {
-        let page = self.page_of(id);
-        let size = self.pages[page as usize].chunk_size as usize;
-        let (seg, base) = self.page_range(page);
-        let off = base + self.slot_of(id) as usize * size;
-        &self.segments[seg].map[off..off + size]
+        let (start, size) = self.chunk(id);
+        // SAFETY: `chunk` gives `size` bytes inside a live mapping of
+        // `self.segments` (readable, initialized: zero-filled by the kernel or
+        // the file's bytes); the slice borrows `self`, and the only way to
+        // write arena bytes is through `&mut self`, so nothing writes them while
+        // the slice lives.
+        unsafe { std::slice::from_raw_parts(start.as_ptr(), size) }
     }
 
     /// Asks the CPU to start loading the first cache lines of chunk `id` (the
@@ -554,11 +571,12 @@ impl Slabs {
     /// The bytes of chunk `id`, writable.
     #[inline]
     pub fn item_mut(&mut self, id: u32) -> &mut [u8] {
-        let page = self.page_of(id);
-        let size = self.pages[page as usize].chunk_size as usize;
-        let (seg, base) = self.page_range(page);
-        let off = base + self.slot_of(id) as usize * size;
-        &mut self.segments[seg].map[off..off + size]
+        let (start, size) = self.chunk(id);
+        // SAFETY: as in `item`, and the mapping is writable (`MmapMut`); the
+        // slice borrows `self` mutably, so no other reference to these bytes
+        // exists while it lives (`file_header_mut` covers bytes before the
+        // first page, never a chunk).
+        unsafe { std::slice::from_raw_parts_mut(start.as_ptr(), size) }
     }
 
     /// Whether `id` names a carved chunk in the current layout of its page (ids
@@ -869,5 +887,44 @@ mod tests {
             }
             proptest::prop_assert_eq!(&mapped[..], &model[..]);
         }
+
+        /// Chunks reached through the page-start table are disjoint and keep
+        /// what was written, across classes and across the segments a raised
+        /// limit maps: after any allocations, each chunk holds exactly the bytes
+        /// last written to it, as in a map of chunk id to bytes.
+        #[test]
+        fn chunks_keep_their_bytes_across_classes_and_segments(
+            allocs in proptest::collection::vec((0usize..6, proptest::num::u8::ANY), 1..300),
+        ) {
+            let mut s = Slabs::new(2 << 16, 1 << 16, 48, 2.0, false).unwrap();
+            let mut model: std::collections::HashMap<u32, (usize, u8)> = Default::default();
+            for (n, (class, fill)) in allocs.into_iter().enumerate() {
+                if n == 100 {
+                    // A second segment: its pages come from a new mapping.
+                    s.set_limit(8 << 16).unwrap();
+                }
+                let class = class % s.classes.len();
+                let Some(id) = s.alloc(class) else { continue };
+                let size = s.classes[class].size as usize;
+                let chunk = s.item_mut(id);
+                proptest::prop_assert_eq!(chunk.len(), size);
+                chunk.fill(fill);
+                model.insert(id, (size, fill));
+            }
+            for (&id, &(size, fill)) in &model {
+                let chunk = s.item(id);
+                proptest::prop_assert_eq!(chunk.len(), size);
+                proptest::prop_assert!(chunk.iter().all(|&b| b == fill), "chunk {} was overwritten", id);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "past its page")]
+    fn a_slot_past_its_pages_end_panics_instead_of_reaching_the_next_page() {
+        let mut s = Slabs::new(2 << 20, 1 << 20, 48, 1.25, false).unwrap();
+        let last = s.classes.len() - 1; // one chunk per page
+        let id = s.alloc(last).unwrap();
+        let _ = s.item(s.make_id(s.page_of(id), 1));
     }
 }
