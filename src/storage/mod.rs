@@ -857,7 +857,8 @@ impl Shard {
     /// The chunk holding `key`, dead or alive.
     fn find(&self, key: &[u8], hash: u64) -> Option<u32> {
         let slabs = &self.slabs;
-        self.index.find(hash, |id| item::key(slabs.item(id)) == key)
+        self.index
+            .find(hash, |id| item::has_key(slabs.item(id), key))
     }
 
     /// The chunk holding a visible `key`; a dead one is freed on the way.

@@ -428,7 +428,7 @@ impl Shard {
                 let slabs = &self.slabs;
                 if self
                     .index
-                    .find(hash, |x| item::key(slabs.item(x)) == item::key(b))
+                    .find(hash, |x| item::has_key(slabs.item(x), item::key(b)))
                     .is_some()
                 {
                     return Err(format!(
