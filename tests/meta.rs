@@ -128,6 +128,35 @@ fn mg_touch_and_ttl_in_flag_order() {
 }
 
 #[test]
+fn ttl_flags_apply_in_the_order_sent() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    // R looks at the TTL the flags before it left: the old one here...
+    c.expect("ms a 1 T100\r\nx\r\n", "HD\r\n");
+    assert_eq!(strip_ttl(&line(&mut c, "mg a R30 T10 t\r\n")), "HD");
+    assert_ttl_near(&line(&mut c, "mg a t\r\n"), 10);
+    // ...and the new one here.
+    c.expect("ms b 1 T100\r\nx\r\n", "HD\r\n");
+    assert_eq!(strip_ttl(&line(&mut c, "mg b T10 R30 t\r\n")), "HD W");
+    c.expect("ms b2 1 T10\r\nx\r\n", "HD\r\n");
+    let l = line(&mut c, "mg b2 t R30 T100\r\n");
+    assert_eq!(strip_ttl(&l), "HD W");
+    assert_ttl_near(&l, 10);
+    // An item N creates starts without a TTL; of T and N the later one counts.
+    c.expect("mg c t N30\r\n", "HD t-1 W\r\n");
+    assert_ttl_near(&line(&mut c, "mg c t\r\n"), 30);
+    assert_ttl_near(&line(&mut c, "mg d T60 N30 t\r\n"), 30);
+    assert_ttl_near(&line(&mut c, "mg e N30 T60 t\r\n"), 60);
+    c.expect("mg f T-1 N0\r\n", "HD W\r\n");
+    c.expect("add f 0 0 1\r\ny\r\n", "NOT_STORED\r\n");
+    // ma: the same order for T, N and t.
+    assert_ttl_near(&line(&mut c, "ma g N30 T60 t\r\n"), 60);
+    c.expect("set h 0 0 1\r\n1\r\n", "STORED\r\n");
+    c.expect("ma h t T60\r\n", "HD t-1\r\n");
+    assert_ttl_near(&line(&mut c, "ma h t\r\n"), 60);
+}
+
+#[test]
 fn base64_keys() {
     let s = Server::start(&[]);
     let mut c = s.client();

@@ -5,9 +5,10 @@
 use super::execute::{Executor, NO_CAS_MATCHES};
 use crate::keyhash::key_hash;
 use crate::protocol::meta::MetaCommand;
-use crate::protocol::{absolute_expiry, reply, MetaRequest};
+use crate::protocol::{absolute_expiry, reply, MetaFlags, MetaRequest};
 use crate::storage::{
     MetaArith, MetaArithResult, MetaDelete, MetaDeleteResult, MetaGet, MetaSet, StoreResult,
+    TtlStep, TtlSteps,
 };
 
 impl Executor<'_> {
@@ -31,6 +32,26 @@ impl Executor<'_> {
         ttl.map(|t| absolute_expiry(t, self.now))
     }
 
+    /// The TTL flags (`T`, `N`, `R`, `t`) in the order sent, which is the order
+    /// memcached applies them in (see [`TtlStep`]).
+    fn ttl_steps(&self, f: &MetaFlags<'_>) -> TtlSteps {
+        let absolute = |ttl: Option<i64>| absolute_expiry(ttl.unwrap_or(0), self.now);
+        let mut steps = TtlSteps::default();
+        for token in f.iter() {
+            match token[0] {
+                b'T' => steps.push(TtlStep::Touch(absolute(f.touch))),
+                b'N' => steps.push(TtlStep::Vivify(absolute(f.vivify))),
+                b'R' => {
+                    let secs = f.recache.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+                    steps.push(TtlStep::Recache(secs));
+                }
+                b't' => steps.push(TtlStep::Report),
+                _ => {}
+            }
+        }
+        steps
+    }
+
     fn meta_get(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
         self.stats.cmd_get.incr();
         let f = &m.flags;
@@ -38,9 +59,7 @@ impl Executor<'_> {
             self.stats.cmd_touch.incr();
         }
         let opts = MetaGet {
-            touch: self.expiry(f.touch),
-            vivify: self.expiry(f.vivify),
-            recache: f.recache.map(|r| r.clamp(0, u32::MAX as i64) as u32),
+            ttl: self.ttl_steps(f),
             no_bump: f.no_bump,
             new_cas: f.new_cas,
         };
@@ -69,23 +88,14 @@ impl Executor<'_> {
         } else {
             out.extend_from_slice(b"HD");
         }
-        let mut touched = false;
         for token in f.iter() {
             match token[0] {
-                b'T' => touched = true,
                 b'c' => push_flag_u64(out, b'c', cas),
                 b'f' => push_flag_u64(out, b'f', hit.flags as u64),
                 b'h' => push_flag_u64(out, b'h', hit.fetched_before as u64),
                 b'l' => push_flag_u64(out, b'l', hit.idle as u64),
                 b's' => push_flag_u64(out, b's', hit.value.len() as u64),
-                b't' => {
-                    let expiry = if touched {
-                        hit.expiry
-                    } else {
-                        hit.expiry_before
-                    };
-                    push_ttl(out, expiry, now);
-                }
+                b't' => push_ttl(out, hit.reported_expiry, now),
                 b'k' => push_key(m, out),
                 b'O' => push_token(out, token),
                 _ => {}
@@ -188,8 +198,8 @@ impl Executor<'_> {
             delta: f.delta.unwrap_or(1),
             compare_cas: self.compare(f.compare_cas),
             new_cas: f.new_cas,
-            vivify: self.expiry(f.vivify).map(|e| (e, f.initial.unwrap_or(0))),
-            touch: self.expiry(f.touch),
+            initial: f.initial.unwrap_or(0),
+            ttl: self.ttl_steps(f),
         };
         let (hits, misses) = if f.incr {
             (&self.stats.incr_hits, &self.stats.incr_misses)
@@ -199,7 +209,11 @@ impl Executor<'_> {
         let key = m.key();
         let now = self.now;
         let code: &[u8] = match self.shard.meta_arith(key, key_hash(key), opts, now) {
-            MetaArithResult::Value { value, cas, expiry } => {
+            MetaArithResult::Value {
+                value,
+                cas,
+                reported_expiry,
+            } => {
                 hits.incr();
                 if f.quiet {
                     return;
@@ -216,7 +230,7 @@ impl Executor<'_> {
                 for token in f.iter() {
                     match token[0] {
                         b'c' => push_flag_u64(out, b'c', cas),
-                        b't' => push_ttl(out, expiry, now),
+                        b't' => push_ttl(out, reported_expiry, now),
                         b'k' => push_key(m, out),
                         b'O' => push_token(out, token),
                         _ => {}

@@ -8,15 +8,96 @@
 use super::item::{self, FETCHED, STALE, WIN_SENT};
 use super::{Shard, StoreResult};
 
-/// Options of `mg`. TTLs are absolute expiries (0 = never) except `recache`.
+/// One of the flags of `mg` and `ma` that set or read an item's TTL. memcached
+/// applies them one after another in the order sent, so a flag sees what the
+/// ones before it set: `mg k R30 T10` checks `R` against the old TTL and `mg k
+/// T10 R30` against the new one, `t` reports the TTL at its place, and of `T`
+/// and `N` on a created item the later one wins. Expiries are absolute (0 =
+/// never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlStep {
+    /// `T`: the item's new expiry.
+    Touch(u32),
+    /// `N`: on a miss, create the item; then its expiry (only when created).
+    Vivify(u32),
+    /// `R` (mg): win if the item expires within this many seconds.
+    Recache(u32),
+    /// `t`: the TTL as of here is reported.
+    Report,
+}
+
+/// A request's TTL flags in the order sent (each at most once: meta flags are
+/// never repeated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtlSteps([Option<TtlStep>; 4]);
+
+/// What a request's TTL flags come to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TtlOutcome {
+    /// The item's expiry after the last flag.
+    expiry: u32,
+    /// The expiry when `t` was reached (the final one without a `t`).
+    reported: u32,
+    /// `R` found the item close enough to its expiry.
+    recache: bool,
+}
+
+impl TtlSteps {
+    /// Appends a step; steps past the fourth are ignored (there are four kinds
+    /// and none repeats).
+    pub fn push(&mut self, step: TtlStep) {
+        if let Some(slot) = self.0.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(step);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = TtlStep> + '_ {
+        self.0.iter().flatten().copied()
+    }
+
+    /// `N`'s expiry, if the request vivifies on a miss.
+    pub fn vivify(&self) -> Option<u32> {
+        self.iter().find_map(|s| match s {
+            TtlStep::Vivify(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Whether the request sets a TTL (`T`).
+    pub fn touches(&self) -> bool {
+        self.iter().any(|s| matches!(s, TtlStep::Touch(_)))
+    }
+
+    /// Runs the steps over an item whose expiry is `expiry` (an item created
+    /// by this request starts with none, as in memcached).
+    fn apply(&self, mut expiry: u32, created: bool, now: u32) -> TtlOutcome {
+        let mut reported = None;
+        let mut recache = false;
+        for step in self.iter() {
+            match step {
+                TtlStep::Touch(e) => expiry = e,
+                TtlStep::Vivify(e) if created => expiry = e,
+                TtlStep::Vivify(_) => {}
+                TtlStep::Recache(secs) => {
+                    recache |=
+                        !created && expiry != 0 && (expiry as u64) < now as u64 + secs as u64;
+                }
+                TtlStep::Report => reported = Some(expiry),
+            }
+        }
+        TtlOutcome {
+            expiry,
+            reported: reported.unwrap_or(expiry),
+            recache,
+        }
+    }
+}
+
+/// Options of `mg`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetaGet {
-    /// `T`: new expiry.
-    pub touch: Option<u32>,
-    /// `N`: on a miss, create an empty item with this expiry and win.
-    pub vivify: Option<u32>,
-    /// `R`: win if the item expires within this many seconds.
-    pub recache: Option<u32>,
+    /// `T`, `N`, `R` and `t`, in the order sent.
+    pub ttl: TtlSteps,
     /// `u`: no LRU bump, not marked fetched, last access unchanged.
     pub no_bump: bool,
     /// `E`: CAS value of an item created by `N`.
@@ -29,10 +110,8 @@ pub struct MetaHit<'a> {
     pub value: &'a [u8],
     pub flags: u32,
     pub cas: u64,
-    /// Expiry after `T` (unix seconds, 0 = never).
-    pub expiry: u32,
-    /// Expiry before `T`.
-    pub expiry_before: u32,
+    /// The expiry as of the `t` flag (unix seconds, 0 = never).
+    pub reported_expiry: u32,
     /// Whether the item had been read before this request (`h`).
     pub fetched_before: bool,
     /// Seconds since the previous access (`l`).
@@ -96,15 +175,20 @@ pub struct MetaArith {
     pub delta: u64,
     pub compare_cas: Option<u64>,
     pub new_cas: Option<u64>,
-    /// `N` and `J`: on a miss, create the item with this expiry and initial value.
-    pub vivify: Option<(u32, u64)>,
-    /// `T`: new expiry on success.
-    pub touch: Option<u32>,
+    /// `J`: the value of an item `N` creates.
+    pub initial: u64,
+    /// `T`, `N` and `t`, in the order sent.
+    pub ttl: TtlSteps,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaArithResult {
-    Value { value: u64, cas: u64, expiry: u32 },
+    /// `reported_expiry`: the expiry as of the `t` flag.
+    Value {
+        value: u64,
+        cas: u64,
+        reported_expiry: u32,
+    },
     NotFound,
     NotStored,
     Exists,
@@ -141,7 +225,8 @@ impl Shard {
             }
             None => {
                 self.stats.get_misses += 1;
-                let expiry = opts.vivify?;
+                opts.ttl.vivify()?;
+                let expiry = opts.ttl.apply(0, true, now).expiry;
                 let id = self.put(key, hash, None, 0, expiry, b"")?;
                 if let Some(cas) = opts.new_cas {
                     self.set_cas(id, cas);
@@ -151,18 +236,13 @@ impl Shard {
         };
         let b = self.slabs.item(id);
         let state = item::state(b);
-        let expiry_before = item::expiry(b);
         let idle = now.saturating_sub(item::atime(b));
-        if let Some(expiry) = opts.touch {
-            self.set_expiry(id, expiry);
-        }
-        let expiry = item::expiry(self.slabs.item(id));
+        let start = if created { 0 } else { item::expiry(b) };
+        let ttl = opts.ttl.apply(start, created, now);
+        self.set_expiry(id, ttl.expiry);
         let already_won = state & WIN_SENT != 0;
         let stale = state & STALE != 0;
-        let recache = opts
-            .recache
-            .is_some_and(|r| !created && expiry != 0 && (expiry as u64) < now as u64 + r as u64);
-        let win = !already_won && (created || stale || recache);
+        let win = !already_won && (created || stale || ttl.recache);
         let mut new_state = state;
         if win {
             new_state |= WIN_SENT;
@@ -186,8 +266,7 @@ impl Shard {
             value: item::value(b),
             flags: item::flags(b),
             cas,
-            expiry,
-            expiry_before,
+            reported_expiry: ttl.reported,
             fetched_before: state & FETCHED != 0,
             idle,
             stale,
@@ -311,21 +390,22 @@ impl Shard {
     ) -> MetaArithResult {
         self.tick(now);
         let Some(id) = self.find_live(key, hash) else {
-            let Some((expiry, initial)) = opts.vivify else {
+            if opts.ttl.vivify().is_none() {
                 return MetaArithResult::NotFound;
-            };
+            }
+            let ttl = opts.ttl.apply(0, true, now);
             let mut digits = [0u8; 20];
-            let text = super::format_u64(initial, &mut digits);
-            let Some(id) = self.put(key, hash, None, 0, expiry, text) else {
+            let text = super::format_u64(opts.initial, &mut digits);
+            let Some(id) = self.put(key, hash, None, 0, ttl.expiry, text) else {
                 return MetaArithResult::NotStored;
             };
             if let Some(cas) = opts.new_cas {
                 self.set_cas(id, cas);
             }
             return MetaArithResult::Value {
-                value: initial,
+                value: opts.initial,
                 cas: self.reported_cas(id),
-                expiry,
+                reported_expiry: ttl.reported,
             };
         };
         if opts.compare_cas.is_some_and(|c| c != self.reported_cas(id)) {
@@ -336,7 +416,7 @@ impl Shard {
             return MetaArithResult::NonNumeric;
         };
         let flags = item::flags(b);
-        let expiry = opts.touch.unwrap_or(item::expiry(b));
+        let ttl = opts.ttl.apply(item::expiry(b), false, now);
         let value = if opts.incr {
             current.wrapping_add(opts.delta)
         } else {
@@ -344,7 +424,7 @@ impl Shard {
         };
         let mut digits = [0u8; 20];
         let text = super::format_u64(value, &mut digits);
-        let Some(id) = self.put(key, hash, Some(id), flags, expiry, text) else {
+        let Some(id) = self.put(key, hash, Some(id), flags, ttl.expiry, text) else {
             self.remove_key(key, hash);
             return MetaArithResult::NotFound;
         };
@@ -354,7 +434,7 @@ impl Shard {
         MetaArithResult::Value {
             value,
             cas: self.reported_cas(id),
-            expiry,
+            reported_expiry: ttl.reported,
         }
     }
 
@@ -396,6 +476,42 @@ mod tests {
         Shard::new(ShardConfig::new(4 << 20, 1024)).unwrap()
     }
 
+    fn steps(list: &[TtlStep]) -> TtlSteps {
+        let mut s = TtlSteps::default();
+        for &step in list {
+            s.push(step);
+        }
+        s
+    }
+
+    #[test]
+    fn ttl_flags_apply_in_the_order_sent() {
+        use TtlStep::*;
+        let at = |list: &[TtlStep], expiry, created| steps(list).apply(expiry, created, NOW);
+        // R sees the TTL the flags before it left.
+        assert!(!at(&[Recache(30), Touch(NOW + 10)], NOW + 100, false).recache);
+        assert!(at(&[Touch(NOW + 10), Recache(30)], NOW + 100, false).recache);
+        // t reports the TTL at its place; the item keeps the last one set.
+        let o = at(&[Report, Touch(NOW + 10)], NOW + 100, false);
+        assert_eq!((o.reported, o.expiry), (NOW + 100, NOW + 10));
+        // A created item starts with no TTL; of T and N the later one wins, and N
+        // does nothing to an item that was there.
+        let o = at(&[Report, Vivify(NOW + 30)], 0, true);
+        assert_eq!((o.reported, o.expiry), (0, NOW + 30));
+        assert_eq!(
+            at(&[Touch(NOW + 60), Vivify(NOW + 30)], 0, true).expiry,
+            NOW + 30
+        );
+        assert_eq!(
+            at(&[Vivify(NOW + 30), Touch(NOW + 60)], 0, true).expiry,
+            NOW + 60
+        );
+        assert_eq!(at(&[Vivify(NOW + 30)], NOW + 5, false).expiry, NOW + 5);
+        // R never wins for a created item or one without a TTL.
+        assert!(!at(&[Vivify(NOW + 1), Recache(30)], 0, true).recache);
+        assert!(!at(&[Recache(30)], 0, false).recache);
+    }
+
     fn get(s: &mut Shard, key: &[u8], opts: MetaGet) -> Option<(bool, bool, bool, Vec<u8>)> {
         s.meta_get(key, key_hash(key), opts, NOW)
             .map(|h| (h.win, h.stale, h.already_won, h.value.to_vec()))
@@ -405,7 +521,7 @@ mod tests {
     fn vivify_hands_out_one_win_until_a_store() {
         let mut s = shard();
         let viv = MetaGet {
-            vivify: Some(NOW + 30),
+            ttl: steps(&[TtlStep::Vivify(NOW + 30)]),
             ..MetaGet::default()
         };
         assert_eq!(get(&mut s, b"k", viv), Some((true, false, false, vec![])));
@@ -451,7 +567,7 @@ mod tests {
         let h = key_hash(b"k");
         s.store(StoreMode::Set, b"k", h, 0, NOW + 10, b"v", NOW);
         let r = |secs| MetaGet {
-            recache: Some(secs),
+            ttl: steps(&[TtlStep::Recache(secs)]),
             ..MetaGet::default()
         };
         assert!(!get(&mut s, b"k", r(5)).unwrap().0);
@@ -568,8 +684,8 @@ mod tests {
             delta: 1,
             compare_cas: None,
             new_cas: None,
-            vivify: Some((0, 10)),
-            touch: None,
+            initial: 10,
+            ttl: steps(&[TtlStep::Vivify(0)]),
         };
         assert!(matches!(
             s.meta_arith(b"n", h, a, NOW),

@@ -96,7 +96,7 @@ use ttl::TtlHeap;
 
 pub use meta::{
     MetaArith, MetaArithResult, MetaDebug, MetaDelete, MetaDeleteResult, MetaGet, MetaHit, MetaSet,
-    MetaSetMode,
+    MetaSetMode, TtlStep, TtlSteps,
 };
 pub use policy::PolicyStats;
 pub use warm::{MemoryFile, WarmStart};
