@@ -27,6 +27,15 @@ fn verbosity_command() {
     c.expect("verbosity 1 2 3\r\n", "ERROR\r\n");
     c.send("verbosity 1 noreply\r\n");
     c.expect_version();
+    // memcached reads the level with strtoul: a sign or a non-number is refused,
+    // a large level is not.
+    let bad = "CLIENT_ERROR bad command line format\r\n";
+    c.expect("verbosity abc\r\n", bad);
+    c.expect("verbosity -1\r\n", bad);
+    c.expect("verbosity +1\r\n", "OK\r\n");
+    c.expect("verbosity 99999999999\r\n", "OK\r\n");
+    c.send("verbosity abc noreply\r\n");
+    c.expect_version();
 }
 
 #[test]
@@ -39,6 +48,10 @@ fn quit_closes_connection() {
     let mut c = s.client();
     c.send("set k 0 0 1\r\nx\r\nget k\r\nquit\r\nget k\r\n");
     c.expect_reply("STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
+    c.expect_closed();
+    // memcached looks only at the command token.
+    let mut c = s.client();
+    c.expect("quit now\r\n", "");
     c.expect_closed();
     s.client().expect_version();
 }

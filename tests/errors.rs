@@ -269,6 +269,16 @@ fn flush_all_bad_argument() {
         "CLIENT_ERROR invalid exptime argument\r\n",
     );
     c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
+    // The first argument is the delay unless it is a lone `noreply`; a second
+    // one is ignored unless it is `noreply`; a third is one too many.
+    c.expect(
+        "flush_all noreply 0\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    );
+    c.expect("flush_all 0 0 0\r\n", "ERROR\r\n");
+    c.expect("get k\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n");
+    c.expect("flush_all 0 x\r\n", "OK\r\n");
+    c.expect("get k\r\n", "END\r\n");
 }
 
 #[test]

@@ -166,21 +166,26 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
             }
         }
         b"flush_all" => {
+            // memcached: at most two arguments; a trailing `noreply` is one, and
+            // the first other argument is the delay (`flush_all 10 x` flushes in
+            // 10 seconds; `flush_all noreply x` has the delay `noreply`).
             let t = Tokens::new(args).rest_vec::<3>();
+            if t.len() > 2 {
+                return error(reply::ERROR);
+            }
             let noreply = t.last() == Some(&&b"noreply"[..]);
-            let delay = match &t[..t.len() - noreply as usize] {
-                [] => 0,
-                [delay] => match parse_i32(delay) {
+            let delay = match t[..t.len() - noreply as usize].first() {
+                None => 0,
+                Some(delay) => match parse_i32(delay) {
                     Some(delay) => delay,
                     None => return error(silenced(reply::INVALID_EXPTIME, noreply)),
                 },
-                _ => return error(reply::ERROR),
             };
             Request::FlushAll { delay, noreply }
         }
-        // memcached 1.6 looks only at the command token of `version`.
+        // memcached 1.6 looks only at the command token of `version` and `quit`.
         b"version" => Request::Version,
-        b"quit" if args.is_empty() => Request::Quit,
+        b"quit" => Request::Quit,
         b"verbosity" => {
             let t = Tokens::new(args).rest_vec::<3>();
             // `verbosity noreply` is a (silent) request for level 0, as in memcached.
@@ -189,8 +194,16 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
                 [l] | [l, _] => (*l, noreply),
                 _ => return error(reply::ERROR),
             };
-            // memcached ignores a level it cannot read and answers OK.
-            let level = parse_u64(level).map_or(0, |l| l.min(u32::MAX as u64) as u32);
+            // memcached reads the level with strtoul and refuses what that cannot
+            // read (or a minus sign); a level too large for 32 bits is still OK.
+            let level = if *level == b"noreply"[..] {
+                0
+            } else {
+                match parse_u64(level.strip_prefix(b"+").unwrap_or(level)) {
+                    Some(l) => l.min(u32::MAX as u64) as u32,
+                    None => return error(silenced(reply::BAD_FORMAT, noreply)),
+                }
+            };
             Request::Verbosity { level, noreply }
         }
         b"shutdown" => {
@@ -554,6 +567,13 @@ mod tests {
         assert_eq!(error_reply(b"gat k\r\n").0, reply::INVALID_EXPTIME);
         assert_eq!(error_reply(b"gat\r\n").0, reply::ERROR);
         assert_eq!(error_reply(b"flush_all x\r\n").0, reply::INVALID_EXPTIME);
+        assert_eq!(
+            error_reply(b"flush_all noreply x\r\n").0,
+            reply::INVALID_EXPTIME
+        );
+        assert_eq!(error_reply(b"flush_all 0 0 0\r\n").0, reply::ERROR);
+        assert_eq!(error_reply(b"verbosity abc\r\n").0, reply::BAD_FORMAT);
+        assert_eq!(error_reply(b"verbosity -1\r\n").0, reply::BAD_FORMAT);
         assert_eq!(error_reply(b"delete a 5\r\n").0, reply::BAD_DELETE_FORMAT);
         let long_key = [b'k'; KEY_MAX_LENGTH + 1];
         let mut get = b"get ".to_vec();
@@ -639,6 +659,21 @@ mod tests {
             }
         );
         assert_eq!(request(b"quit\r\n"), Request::Quit);
+        assert_eq!(request(b"quit x\r\n"), Request::Quit);
+        assert_eq!(
+            request(b"verbosity +99999999999\r\n"),
+            Request::Verbosity {
+                level: u32::MAX,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            request(b"flush_all 10 x\r\n"),
+            Request::FlushAll {
+                delay: 10,
+                noreply: false
+            }
+        );
         assert_eq!(
             request(b"flush_all 10 noreply\r\n"),
             Request::FlushAll {
