@@ -365,6 +365,62 @@ fn mn_and_me() {
 }
 
 #[test]
+fn flag_errors_name_the_flag_in_mg_and_ms() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let token = "CLIENT_ERROR bad token in command line format\r\n";
+    for flag in ["T", "C", "N", "R"] {
+        c.expect(format!("ms a 1 {flag}abc\r\nx\r\n"), token);
+    }
+    c.expect("mg a Cx\r\n", token);
+    let format = "CLIENT_ERROR bad command line format\r\n";
+    c.expect("mg a Fabc\r\n", format);
+    let delta = "CLIENT_ERROR invalid numeric delta value\r\n";
+    c.expect("mg a Dabc\r\n", delta);
+    c.expect("ms a 1 Dabc\r\nx\r\n", delta);
+    let initial = "CLIENT_ERROR invalid numeric initial value\r\n";
+    c.expect("mg a J\r\n", initial);
+    c.expect("ms a 1 Jx\r\nx\r\n", initial);
+    let length = "CLIENT_ERROR incorrect length for M token\r\n";
+    c.expect("ms a 2 MEE\r\nhi\r\n", length);
+    c.expect("ms a 2 M\r\nhi\r\n", length);
+    c.expect("mg a M\r\n", length);
+    c.expect("mg a Mx\r\n", "EN\r\n");
+    // md and ma: one message for every flag problem, a bad key included.
+    let any = "CLIENT_ERROR invalid or duplicate flag\r\n";
+    c.expect("ma a MII\r\n", any);
+    c.expect("md a MEE\r\n", any);
+    c.expect("md !!! b\r\n", any);
+    c.expect("ma !!! b\r\n", any);
+    c.expect("mg !!! b\r\n", "CLIENT_ERROR error decoding key\r\n");
+    // me reads no flag but b, and wants a key.
+    c.expect("me a b\r\n", format);
+    c.expect("me a Z T1 T2\r\n", "EN\r\n");
+    c.expect("me\r\n", format);
+    // The key as sent is at most 250 bytes, base64 or not.
+    let b64 = "QUFB".repeat(63);
+    for cmd in ["mg", "md", "ma", "me"] {
+        c.expect(format!("{cmd} {b64} b\r\n"), format);
+    }
+    c.expect(format!("mg {}QUE= b v\r\n", "QUFB".repeat(61)), "EN\r\n");
+    // q hides ma's reply for an update, not for a creation.
+    c.expect("ma n q N0\r\nmn\r\n", "HD\r\nMN\r\n");
+    c.expect("ma n q v\r\nmn\r\n", "MN\r\n");
+    c.expect("ma n2 q N0 v\r\nmn\r\n", "VA 1\r\n0\r\nMN\r\n");
+}
+
+#[test]
+fn touch_is_a_read_of_the_item() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("set a 0 0 1\r\n1\r\n", "STORED\r\n");
+    c.expect("mg a h\r\n", "HD h0\r\n");
+    c.expect("set a 0 0 1\r\n1\r\n", "STORED\r\n");
+    c.expect("touch a 10\r\n", "TOUCHED\r\n");
+    c.expect("mg a h\r\n", "HD h1\r\n");
+}
+
+#[test]
 fn flag_errors() {
     let s = Server::start(&[]);
     let mut c = s.client();

@@ -22,6 +22,9 @@ pub const BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n
 pub const BAD_MS_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
 pub const BAD_MA_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
 pub const BAD_KEY_ENCODING: &[u8] = b"CLIENT_ERROR error decoding key\r\n";
+pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta value\r\n";
+pub const BAD_INITIAL: &[u8] = b"CLIENT_ERROR invalid numeric initial value\r\n";
+pub const BAD_MODE_LENGTH: &[u8] = b"CLIENT_ERROR incorrect length for M token\r\n";
 
 /// memcached's `MFLAG_MAX_OPAQUE_LENGTH`: the whole `O...` token, letter included.
 pub const MAX_OPAQUE_TOKEN: usize = 32;
@@ -42,29 +45,53 @@ pub enum MetaCommand {
 const KNOWN_FLAGS: &[u8] = b"bcfhklqstuvCDEFIJLMNOPRT";
 
 impl MetaCommand {
-    /// memcached's reply for a flag error of this command.
+    /// memcached's reply for a flag error of this command: `mg` and `ms` say
+    /// what was wrong, `md` and `ma` answer every flag problem but a bad `ma`
+    /// mode with one message.
     fn error(self, e: FlagError) -> &'static [u8] {
         use FlagError::*;
         match (self, e) {
             (_, OpaqueTooLong) => OPAQUE_TOO_LONG,
-            (MetaCommand::Set, BadMode) => BAD_MS_MODE,
             (MetaCommand::Arith, BadMode) => BAD_MA_MODE,
-            (MetaCommand::Get | MetaCommand::Set | MetaCommand::Debug, Invalid) => INVALID_FLAG,
-            (MetaCommand::Get | MetaCommand::Set | MetaCommand::Debug, Duplicate) => DUPLICATE_FLAG,
-            (MetaCommand::Get | MetaCommand::Debug, BadToken) => BAD_TOKEN,
-            (MetaCommand::Set, BadToken) => reply::BAD_FORMAT,
-            // md and ma answer every other flag problem with one message.
-            _ => INVALID_OR_DUPLICATE,
+            (MetaCommand::Delete | MetaCommand::Arith, _) => INVALID_OR_DUPLICATE,
+            (_, Invalid) => INVALID_FLAG,
+            (_, Duplicate) => DUPLICATE_FLAG,
+            (_, BadToken) => BAD_TOKEN,
+            (_, BadClientFlags) => reply::BAD_FORMAT,
+            (_, BadDelta) => BAD_DELTA,
+            (_, BadInitial) => BAD_INITIAL,
+            (_, ModeLength) => BAD_MODE_LENGTH,
+            (_, BadMode) => BAD_MS_MODE,
+        }
+    }
+
+    /// memcached's reply for a `b` key that is not base64.
+    fn bad_key_error(self) -> &'static [u8] {
+        match self {
+            MetaCommand::Get | MetaCommand::Set => BAD_KEY_ENCODING,
+            MetaCommand::Delete | MetaCommand::Arith => INVALID_OR_DUPLICATE,
+            MetaCommand::Debug => reply::BAD_FORMAT,
         }
     }
 }
 
+/// What is wrong with a request's flags, in memcached's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FlagError {
     Invalid,
     Duplicate,
     OpaqueTooLong,
+    /// `T`, `N`, `R`, `C` (or `E`) without a number.
     BadToken,
+    /// `F` without a number.
+    BadClientFlags,
+    /// `D` without a number.
+    BadDelta,
+    /// `J` without a number.
+    BadInitial,
+    /// `M` not followed by exactly one character.
+    ModeLength,
+    /// `M` with a character the command has no mode for.
     BadMode,
 }
 
@@ -166,7 +193,11 @@ pub(crate) fn parse_meta<'a>(
     let error = |reply: &'static [u8], consumed: usize| Parsed::Error { reply, consumed };
     let (raw_key, rest) = split_token(args);
     if raw_key.is_empty() {
-        return error(reply::ERROR, line_len);
+        let reply = match command {
+            MetaCommand::Debug => reply::BAD_FORMAT,
+            _ => reply::ERROR,
+        };
+        return error(reply, line_len);
     }
     // ms: the data length comes before the flags.
     let (datalen, rest) = if command == MetaCommand::Set {
@@ -178,28 +209,32 @@ pub(crate) fn parse_meta<'a>(
     } else {
         (None, rest)
     };
-    // A bad ms is answered once its data block has been swallowed, as memcached does.
+    // A bad ms is answered once its data block has been swallowed, as memcached
+    // does for bad flags (for a key too long it reads the data as commands).
     let bad_consumed = datalen.map_or(line_len, |n| line_len + n + 2);
-    let flags = match parse_flags(command, rest) {
-        Ok(f) => f,
-        Err(e) => return error(command.error(e), bad_consumed),
+    // The key token as sent is at most 250 bytes, base64 or not.
+    if raw_key.len() > KEY_MAX_LENGTH {
+        return error(reply::BAD_FORMAT, bad_consumed);
+    }
+    let flags = if command == MetaCommand::Debug {
+        // me reads no flag but `b`, as in memcached.
+        MetaFlags {
+            tokens: rest,
+            base64: rest.split(|&b| b == b' ').any(|t| t.first() == Some(&b'b')),
+            ..MetaFlags::default()
+        }
+    } else {
+        match parse_flags(command, rest) {
+            Ok(f) => f,
+            Err(e) => return error(command.error(e), bad_consumed),
+        }
     };
     let decoded = if flags.base64 {
         match decode_key(raw_key) {
             Some(d) => Some(Box::new(d)),
-            None => {
-                let reply = if raw_key.len() > 4 * KEY_MAX_LENGTH.div_ceil(3) {
-                    reply::BAD_FORMAT
-                } else {
-                    BAD_KEY_ENCODING
-                };
-                return error(reply, bad_consumed);
-            }
+            None => return error(command.bad_key_error(), bad_consumed),
         }
     } else {
-        if raw_key.len() > KEY_MAX_LENGTH {
-            return error(reply::BAD_FORMAT, bad_consumed);
-        }
         None
     };
     let mut request = MetaRequest {
@@ -260,29 +295,27 @@ fn parse_flags(command: MetaCommand, tokens: &[u8]) -> Result<MetaFlags<'_>, Fla
         }
         seen |= bit;
         let ttl = || parse_i32(value).ok_or(FlagError::BadToken);
-        let number = || parse_u64(value).ok_or(FlagError::BadToken);
+        let number = |e| parse_u64(value).ok_or(e);
         match flag {
             b'b' => f.base64 = true,
             b'q' => f.quiet = true,
             b'u' => f.no_bump = true,
             b'v' => f.value = true,
             b'I' => f.invalidate = true,
-            // 1.6.18 does not check the opaque's length for ma.
-            b'O' if token.len() > MAX_OPAQUE_TOKEN && command != MetaCommand::Arith => {
-                return Err(FlagError::OpaqueTooLong)
-            }
+            b'O' if token.len() > MAX_OPAQUE_TOKEN => return Err(FlagError::OpaqueTooLong),
             b'T' => f.touch = Some(ttl()?),
             b'N' => f.vivify = Some(ttl()?),
             b'R' => f.recache = Some(ttl()?),
-            b'C' => f.compare_cas = Some(number()?),
-            b'E' => f.new_cas = Some(number()?),
-            b'J' => f.initial = Some(number()?),
-            b'D' => f.delta = Some(number()?),
+            b'C' => f.compare_cas = Some(number(FlagError::BadToken)?),
+            b'E' => f.new_cas = Some(number(FlagError::BadToken)?),
+            b'J' => f.initial = Some(number(FlagError::BadInitial)?),
+            b'D' => f.delta = Some(number(FlagError::BadDelta)?),
             // memcached reads client flags with strtoul into 32 bits.
-            b'F' => f.client_flags = Some(number()? as u32),
-            b'M' => match (command, value.first()) {
-                (MetaCommand::Set, Some(m)) => {
-                    f.set_mode = match m {
+            b'F' => f.client_flags = Some(number(FlagError::BadClientFlags)? as u32),
+            b'M' if value.len() != 1 => return Err(FlagError::ModeLength),
+            b'M' => match command {
+                MetaCommand::Set => {
+                    f.set_mode = match value[0] {
                         b'E' => SetMode::Add,
                         b'A' => SetMode::Append,
                         b'P' => SetMode::Prepend,
@@ -291,14 +324,13 @@ fn parse_flags(command: MetaCommand, tokens: &[u8]) -> Result<MetaFlags<'_>, Fla
                         _ => return Err(FlagError::BadMode),
                     }
                 }
-                (MetaCommand::Arith, Some(m)) => {
-                    f.incr = match m {
+                MetaCommand::Arith => {
+                    f.incr = match value[0] {
                         b'I' | b'+' => true,
                         b'D' | b'-' => false,
                         _ => return Err(FlagError::BadMode),
                     }
                 }
-                (MetaCommand::Set | MetaCommand::Arith, None) => return Err(FlagError::BadMode),
                 _ => {}
             },
             _ => {}
@@ -446,6 +478,17 @@ mod tests {
         assert_eq!(meta(b"ma Zm8= b\r\n").key(), b"fo");
         assert_eq!(error(b"mg bjE b v\r\n").0, BAD_KEY_ENCODING);
         assert_eq!(error(b"mg b=jE b v\r\n").0, BAD_KEY_ENCODING);
+        assert_eq!(error(b"ms !!! 1 b\r\nx\r\n").0, BAD_KEY_ENCODING);
+        assert_eq!(error(b"md !!! b\r\n").0, INVALID_OR_DUPLICATE);
+        assert_eq!(error(b"ma !!! b\r\n").0, INVALID_OR_DUPLICATE);
+        assert_eq!(error(b"me a b\r\n").0, reply::BAD_FORMAT);
+        assert_eq!(meta(b"me Zm8= b\r\n").key(), b"fo");
+        // The key as sent is at most 250 bytes, base64 or not (memcached's limit
+        // is on the token: 188 decoded bytes at most).
+        let long = format!("mg {} b\r\n", "QUFB".repeat(63));
+        assert_eq!(error(long.as_bytes()).0, reply::BAD_FORMAT);
+        let longest = format!("mg {}QUE= b\r\n", "QUFB".repeat(61));
+        assert_eq!(meta(longest.as_bytes()).key().len(), 61 * 3 + 2);
         let mut out = Vec::new();
         encode_base64(b"foobar", &mut out);
         encode_base64(b"fo", &mut out);
@@ -479,6 +522,28 @@ mod tests {
         assert_eq!(error(b"ms a 1 Ms\r\nx\r\n").0, BAD_MS_MODE);
         assert_eq!(error(b"ma a Mx\r\n").0, BAD_MA_MODE);
         assert_eq!(error(b"mg\r\n").0, reply::ERROR);
+        assert_eq!(error(b"me\r\n").0, reply::BAD_FORMAT);
+        // Each number's own message in mg and ms; md and ma have one for all.
+        assert_eq!(error(b"ms a 1 Tabc\r\nx\r\n"), (BAD_TOKEN, 16));
+        assert_eq!(error(b"ms a 1 Cabc\r\nx\r\n").0, BAD_TOKEN);
+        assert_eq!(error(b"mg a Fabc\r\n").0, reply::BAD_FORMAT);
+        assert_eq!(error(b"mg a Dabc\r\n").0, BAD_DELTA);
+        assert_eq!(error(b"ms a 1 Jx\r\nx\r\n").0, BAD_INITIAL);
+        assert_eq!(error(b"ma a Jx\r\n").0, INVALID_OR_DUPLICATE);
+        assert_eq!(error(b"ma a Dabc\r\n").0, INVALID_OR_DUPLICATE);
+        // M takes exactly one character.
+        assert_eq!(error(b"ms a 2 MEE\r\nhi\r\n").0, BAD_MODE_LENGTH);
+        assert_eq!(error(b"mg a M\r\n").0, BAD_MODE_LENGTH);
+        assert_eq!(error(b"ma a MII\r\n").0, INVALID_OR_DUPLICATE);
+        assert_eq!(error(b"md a MEE\r\n").0, INVALID_OR_DUPLICATE);
+        assert_eq!(meta(b"mg a Mx\r\n").key(), b"a");
+        // ma checks its opaque too.
+        assert_eq!(
+            error(b"ma a O12345678901234567890123456789012\r\n").0,
+            OPAQUE_TOO_LONG
+        );
+        // me reads no flag but b.
+        assert_eq!(meta(b"me a Z T1 T2\r\n").key(), b"a");
         let long = format!("mg {}\r\n", "k".repeat(251));
         assert_eq!(error(long.as_bytes()).0, reply::BAD_FORMAT);
     }

@@ -213,9 +213,11 @@ impl Executor<'_> {
                 value,
                 cas,
                 reported_expiry,
+                created,
             } => {
                 hits.incr();
-                if f.quiet {
+                // memcached's q hides an update's reply, not a creation's.
+                if f.quiet && !created {
                     return;
                 }
                 let mut digits = itoa::Buffer::new();

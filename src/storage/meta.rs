@@ -183,11 +183,13 @@ pub struct MetaArith {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaArithResult {
-    /// `reported_expiry`: the expiry as of the `t` flag.
+    /// `reported_expiry`: the expiry as of the `t` flag; `created`: `N` made
+    /// the item.
     Value {
         value: u64,
         cas: u64,
         reported_expiry: u32,
+        created: bool,
     },
     NotFound,
     NotStored,
@@ -406,6 +408,7 @@ impl Shard {
                 value: opts.initial,
                 cas: self.reported_cas(id),
                 reported_expiry: ttl.reported,
+                created: true,
             };
         };
         if opts.compare_cas.is_some_and(|c| c != self.reported_cas(id)) {
@@ -435,6 +438,7 @@ impl Shard {
             value,
             cas: self.reported_cas(id),
             reported_expiry: ttl.reported,
+            created: false,
         }
     }
 

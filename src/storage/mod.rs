@@ -486,12 +486,17 @@ impl Shard {
         }
     }
 
-    /// Sets a new expiry; false if the key is absent. The CAS value is unchanged.
+    /// `touch`: sets a new expiry; false if the key is absent. The CAS value is
+    /// unchanged.
     pub fn touch(&mut self, key: &[u8], hash: u64, expiry: u32, now: u32) -> bool {
         self.tick(now);
         match self.find_live(key, hash) {
             Some(id) => {
                 self.set_expiry(id, expiry);
+                // memcached's touch is a read of the item: fetched, accessed now.
+                let b = self.slabs.item_mut(id);
+                item::set_state(b, item::state(b) | item::FETCHED);
+                item::set_atime(b, now);
                 self.access(id, hash);
                 true
             }
