@@ -410,6 +410,50 @@ fn flag_errors_name_the_flag_in_mg_and_ms() {
 }
 
 #[test]
+fn cas_guards_only_the_modes_that_overwrite() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    // add ignores C: a miss stores, a hit is NS.
+    c.expect("ms a 1 ME C5\r\nx\r\n", "HD\r\n");
+    c.expect("ms a 1 ME C5\r\ny\r\n", "NS\r\n");
+    // append and prepend: a miss is NS, as without C; a hit compares.
+    c.expect("ms b 1 MA C5\r\nx\r\n", "NS\r\n");
+    c.expect("ms b 1 MP C5\r\nx\r\n", "NS\r\n");
+    c.expect("ms a 1 MA C5\r\ny\r\n", "EX\r\n");
+    let cas = cas_of(&mut c, "a");
+    c.expect(format!("ms a 1 MA C{cas}\r\ny\r\n"), "HD\r\n");
+    c.expect("mg a v\r\n", "VA 2\r\nxy\r\n");
+    // set and replace: a miss is NF.
+    c.expect("ms b 1 MS C5\r\nx\r\n", "NF\r\n");
+    c.expect("ms b 1 MR C5\r\nx\r\n", "NF\r\n");
+    // C0 matches nothing in ms and md, and with I is not "older" either...
+    c.expect("ms a 1 C0\r\nz\r\n", "EX\r\n");
+    c.expect("ms a 1 C0 I\r\nz\r\n", "EX\r\n");
+    c.expect("md a C0\r\n", "EX\r\n");
+    c.expect("mg a v\r\n", "VA 2\r\nxy\r\n");
+    // ...and in ma it means no C at all.
+    c.expect("set n 0 0 2\r\n10\r\n", "STORED\r\n");
+    c.expect("ma n C0 v\r\n", "VA 2\r\n11\r\n");
+}
+
+#[test]
+fn arithmetic_keeps_the_items_fetched_stale_and_win_bits() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("set a 0 0 1\r\n1\r\n", "STORED\r\n");
+    c.expect("get a\r\n", "VALUE a 0 1\r\n1\r\nEND\r\n");
+    c.expect("incr a 1\r\n", "2\r\n");
+    c.expect("mg a h\r\n", "HD h1\r\n");
+    // An invalidated item stays stale through an increment, its win still owed.
+    c.expect("set b 0 0 1\r\n1\r\n", "STORED\r\n");
+    c.expect("md b I\r\n", "HD\r\n");
+    c.expect("incr b 1\r\n", "2\r\n");
+    c.expect("mg b v\r\n", "VA 1 X W\r\n2\r\n");
+    c.expect("ma b v\r\n", "VA 1\r\n3\r\n");
+    c.expect("mg b v\r\n", "VA 1 Z X\r\n3\r\n");
+}
+
+#[test]
 fn touch_is_a_read_of_the_item() {
     let s = Server::start(&[]);
     let mut c = s.client();

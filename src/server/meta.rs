@@ -196,7 +196,8 @@ impl Executor<'_> {
         let opts = MetaArith {
             incr: f.incr,
             delta: f.delta.unwrap_or(1),
-            compare_cas: self.compare(f.compare_cas),
+            // memcached's arithmetic reads C0 as "no C".
+            compare_cas: self.compare(f.compare_cas.filter(|&c| c != 0)),
             new_cas: f.new_cas,
             initial: f.initial.unwrap_or(0),
             ttl: self.ttl_steps(f),

@@ -6,7 +6,7 @@
 //! at a time, so "exactly one caller wins" needs no more than a state bit.
 
 use super::item::{self, FETCHED, STALE, WIN_SENT};
-use super::{Shard, StoreResult};
+use super::{DeltaError, Shard, StoreResult};
 
 /// One of the flags of `mg` and `ma` that set or read an item's TTL. memcached
 /// applies them one after another in the order sent, so a flag sees what the
@@ -297,20 +297,32 @@ impl Shard {
         // A stale store keeps the old item's expiry and its win token (memcached's
         // CAS_STALE): the refill it stands for is still owed by whoever won it.
         let mut stale: Option<(u32, u8)> = None;
-        if let Some(want) = opts.compare_cas {
-            let Some(id) = old else {
+        // As in memcached, C guards the modes that write over an item: a set or
+        // replace of a missing key is NF, an append or prepend of one NS (as
+        // without C); an add ignores C.
+        let compare = match opts.mode {
+            MetaSetMode::Add => None,
+            _ => opts.compare_cas,
+        };
+        match (compare, old) {
+            (Some(_), None) if matches!(opts.mode, MetaSetMode::Set | MetaSetMode::Replace) => {
                 return (StoreResult::NotFound, 0);
-            };
-            let have = self.reported_cas(id);
-            if have != want {
-                // memcached: with I, an older CAS still stores, as a stale item.
-                if opts.invalidate && want < have {
-                    let b = self.slabs.item(id);
-                    stale = Some((item::expiry(b), item::state(b) & WIN_SENT));
-                } else {
-                    return (StoreResult::Exists, 0);
+            }
+            (Some(want), Some(id)) => {
+                let have = self.reported_cas(id);
+                if have != want {
+                    // memcached: with I, an older CAS still stores, as a stale
+                    // item (C0 is never older: it matches nothing).
+                    if opts.invalidate && want != 0 && want < have {
+                        let b = self.slabs.item(id);
+                        stale = Some((item::expiry(b), item::state(b) & WIN_SENT));
+                    } else {
+                        return (StoreResult::Exists, 0);
+                    }
                 }
             }
+            // No C, or an append or prepend of a missing key: the mode decides.
+            _ => {}
         }
         let stored = match (opts.mode, old) {
             (MetaSetMode::Add, Some(id)) => {
@@ -414,22 +426,13 @@ impl Shard {
         if opts.compare_cas.is_some_and(|c| c != self.reported_cas(id)) {
             return MetaArithResult::Exists;
         }
-        let b = self.slabs.item(id);
-        let Some(current) = super::parse_u64(item::value(b)) else {
-            return MetaArithResult::NonNumeric;
-        };
-        let flags = item::flags(b);
-        let ttl = opts.ttl.apply(item::expiry(b), false, now);
-        let value = if opts.incr {
-            current.wrapping_add(opts.delta)
-        } else {
-            current.saturating_sub(opts.delta)
-        };
-        let mut digits = [0u8; 20];
-        let text = super::format_u64(value, &mut digits);
-        let Some(id) = self.put(key, hash, Some(id), flags, ttl.expiry, text) else {
-            self.remove_key(key, hash);
-            return MetaArithResult::NotFound;
+        let ttl = opts
+            .ttl
+            .apply(item::expiry(self.slabs.item(id)), false, now);
+        let (value, id) = match self.add_delta(key, hash, id, opts.incr, opts.delta, ttl.expiry) {
+            Ok(done) => done,
+            Err(DeltaError::NonNumeric) => return MetaArithResult::NonNumeric,
+            Err(DeltaError::NoRoom) => return MetaArithResult::NotFound,
         };
         if let Some(cas) = opts.new_cas {
             self.set_cas(id, cas);

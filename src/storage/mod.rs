@@ -135,6 +135,13 @@ fn keeps_its_place(b: &[u8], now: u32) -> bool {
     item::atime(b) == now && item::segment(b) != policy::Segment::Probation as u8
 }
 
+/// Why [`Shard::add_delta`] changed nothing.
+enum DeltaError {
+    NonNumeric,
+    /// No chunk for the new digits; the item was dropped.
+    NoRoom,
+}
+
 /// How `put` rewrites an item in its own chunk.
 enum Rewrite {
     /// Used this second outside probation: it keeps its links and list.
@@ -615,11 +622,34 @@ impl Shard {
         let Some(id) = self.find_live(key, hash) else {
             return ArithResult::NotFound;
         };
+        let expiry = item::expiry(self.slabs.item(id));
+        match self.add_delta(key, hash, id, incr, delta, expiry) {
+            Ok((value, _)) => ArithResult::Value(value),
+            Err(DeltaError::NonNumeric) => ArithResult::NonNumeric,
+            Err(DeltaError::NoRoom) => ArithResult::NotFound,
+        }
+    }
+
+    /// Adds `delta` to (or takes it from) the number item `id` of `key` holds,
+    /// giving it `expiry`; returns the new number and the item's chunk. As in
+    /// memcached, which rewrites the digits inside the same item, the client
+    /// flags stay and so do the fetched, stale and win-token bits. Increments
+    /// wrap at 2^64, decrements stop at 0.
+    fn add_delta(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        id: u32,
+        incr: bool,
+        delta: u64,
+        expiry: u32,
+    ) -> Result<(u64, u32), DeltaError> {
         let b = self.slabs.item(id);
-        let Some(current) = parse_u64(item::value(b)) else {
-            return ArithResult::NonNumeric;
-        };
-        let (flags, expiry) = (item::flags(b), item::expiry(b));
+        let current = parse_u64(item::value(b)).ok_or(DeltaError::NonNumeric)?;
+        let (flags, kept) = (
+            item::flags(b),
+            item::state(b) & (item::FETCHED | item::STALE | item::WIN_SENT),
+        );
         let result = if incr {
             current.wrapping_add(delta)
         } else {
@@ -627,14 +657,15 @@ impl Shard {
         };
         let mut digits = [0u8; 20];
         let text = format_u64(result, &mut digits);
-        if self.put(key, hash, Some(id), flags, expiry, text).is_some() {
-            ArithResult::Value(result)
-        } else {
+        let Some(id) = self.put(key, hash, Some(id), flags, expiry, text) else {
             // The new value does not fit anywhere (a shard with almost no memory):
             // drop the item rather than keep a stale count.
             self.remove_key(key, hash);
-            ArithResult::NotFound
-        }
+            return Err(DeltaError::NoRoom);
+        };
+        let b = self.slabs.item_mut(id);
+        item::set_state(b, item::state(b) | kept);
+        Ok((result, id))
     }
 
     /// `flush_all`: items stored before `oldest_live` become invalid once `now`
