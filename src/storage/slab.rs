@@ -159,6 +159,14 @@ pub(crate) struct Slabs {
     huge_pages: bool,
 }
 
+// SAFETY: the only fields that are not Send and Sync on their own are the
+// `page_starts` pointers, which point into the mappings `segments` owns: moving a
+// `Slabs` to another thread moves those mappings with it, and a shared `&Slabs`
+// only ever reads chunk bytes (writes need `&mut Slabs`), as a shared `&MmapMut`
+// would. So the arena is as Send and Sync as its mappings are.
+unsafe impl Send for Slabs {}
+unsafe impl Sync for Slabs {}
+
 /// A zeroed table of `u64` words in an anonymous mapping of its own, for tables
 /// that grow by reallocation (the policy's sketch and doorkeeper): dropping one
 /// gives its memory back to the kernel at once, where malloc may keep a freed
@@ -917,6 +925,13 @@ mod tests {
                 proptest::prop_assert!(chunk.iter().all(|&b| b == fill), "chunk {} was overwritten", id);
             }
         }
+    }
+
+    #[test]
+    fn a_shard_can_move_to_and_be_read_from_another_thread() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<Slabs>();
+        send_and_sync::<crate::storage::Shard>();
     }
 
     #[test]
