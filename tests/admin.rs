@@ -36,6 +36,10 @@ fn verbosity_command() {
     c.expect("verbosity 99999999999\r\n", "OK\r\n");
     c.send("verbosity abc noreply\r\n");
     c.expect_version();
+    // Levels past 2 are kept as 2; a lone noreply is a level it cannot read.
+    c.expect("verbosity 5\r\n", "OK\r\n");
+    c.send("verbosity noreply\r\n");
+    assert_eq!(c.stats("settings")["verbosity"], "2");
 }
 
 #[test]

@@ -393,9 +393,13 @@ fn flag_errors_name_the_flag_in_mg_and_ms() {
     c.expect("md !!! b\r\n", any);
     c.expect("ma !!! b\r\n", any);
     c.expect("mg !!! b\r\n", "CLIENT_ERROR error decoding key\r\n");
-    // me reads no flag but b, and wants a key.
+    // me reads no flag but b, and that only as its first; it wants a key.
     c.expect("me a b\r\n", format);
     c.expect("me a Z T1 T2\r\n", "EN\r\n");
+    c.expect("set fooz 0 0 1\r\nx\r\n", "STORED\r\n");
+    assert!(line(&mut c, "me fooz bar\r\n").starts_with("ME fooz exp=-1 "));
+    assert!(line(&mut c, "me Zm9veg== b\r\n").starts_with("ME "));
+    c.expect("me Zm9veg== v b\r\n", "EN\r\n");
     c.expect("me\r\n", format);
     // The key as sent is at most 250 bytes, base64 or not.
     let b64 = "QUFB".repeat(63);
@@ -407,6 +411,11 @@ fn flag_errors_name_the_flag_in_mg_and_ms() {
     c.expect("ma n q N0\r\nmn\r\n", "HD\r\nMN\r\n");
     c.expect("ma n q v\r\nmn\r\n", "MN\r\n");
     c.expect("ma n2 q N0 v\r\nmn\r\n", "VA 1\r\n0\r\nMN\r\n");
+    // A creation counts as neither an incr hit nor a miss.
+    c.expect("stats reset\r\n", "RESET\r\n");
+    c.expect("ma n3 N0\r\nma n3\r\nma n4\r\n", "HD\r\nHD\r\nNF\r\n");
+    let st = c.stats("");
+    assert_eq!((&st["incr_hits"][..], &st["incr_misses"][..]), ("1", "1"));
 }
 
 #[test]
@@ -431,9 +440,33 @@ fn cas_guards_only_the_modes_that_overwrite() {
     c.expect("ms a 1 C0 I\r\nz\r\n", "EX\r\n");
     c.expect("md a C0\r\n", "EX\r\n");
     c.expect("mg a v\r\n", "VA 2\r\nxy\r\n");
-    // ...and in ma it means no C at all.
+    // ...and in append, prepend and ma it means no C at all.
+    c.expect("ms a 1 MA C0\r\nz\r\n", "HD\r\n");
+    c.expect("ms a 1 MP C0\r\nw\r\n", "HD\r\n");
+    c.expect("mg a v\r\n", "VA 4\r\nwxyz\r\n");
     c.expect("set n 0 0 2\r\n10\r\n", "STORED\r\n");
     c.expect("ma n C0 v\r\n", "VA 2\r\n11\r\n");
+    // I turns an older CAS into a stale store for set and replace only.
+    let older = cas_of(&mut c, "a") - 1;
+    c.expect(format!("ms a 1 MA C{older} I\r\nq\r\n"), "EX\r\n");
+    c.expect("mg a v\r\n", "VA 4\r\nwxyz\r\n");
+    c.expect(format!("ms a 1 MR C{older} I\r\nq\r\n"), "HD\r\n");
+    c.expect("mg a v\r\n", "VA 1 X W\r\nq\r\n");
+    // The cas_* counters count set and replace with C, as memcached's do.
+    c.expect("stats reset\r\n", "RESET\r\n");
+    c.expect("ms new 1 ME C5\r\nx\r\n", "HD\r\n");
+    c.expect("ms new 1 MA C99\r\nx\r\n", "EX\r\n");
+    c.expect("ms new 1 MS C99\r\nx\r\n", "EX\r\n");
+    c.expect("ms gone 1 MR C99\r\nx\r\n", "NF\r\n");
+    let st = c.stats("");
+    assert_eq!(
+        (
+            &st["cas_hits"][..],
+            &st["cas_badval"][..],
+            &st["cas_misses"][..]
+        ),
+        ("0", "1", "1")
+    );
 }
 
 #[test]

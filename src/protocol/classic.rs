@@ -195,14 +195,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Parsed<'a> {
                 _ => return error(reply::ERROR),
             };
             // memcached reads the level with strtoul and refuses what that cannot
-            // read (or a minus sign); a level too large for 32 bits is still OK.
-            let level = if *level == b"noreply"[..] {
-                0
-            } else {
-                match parse_u64(level.strip_prefix(b"+").unwrap_or(level)) {
-                    Some(l) => l.min(u32::MAX as u64) as u32,
-                    None => return error(silenced(reply::BAD_FORMAT, noreply)),
-                }
+            // read (a minus sign, or a lone `noreply`); a level too large for 32
+            // bits is still OK.
+            let level = match parse_u64(level.strip_prefix(b"+").unwrap_or(level)) {
+                Some(l) => l.min(u32::MAX as u64) as u32,
+                None => return error(silenced(reply::BAD_FORMAT, noreply)),
             };
             Request::Verbosity { level, noreply }
         }
@@ -651,13 +648,8 @@ mod tests {
     fn admin_commands() {
         assert_eq!(request(b"version\r\n"), Request::Version);
         assert_eq!(request(b"version foo bar\r\n"), Request::Version);
-        assert_eq!(
-            request(b"verbosity noreply\r\n"),
-            Request::Verbosity {
-                level: 0,
-                noreply: true
-            }
-        );
+        // A lone noreply is the level memcached cannot read, silenced.
+        assert_eq!(error_reply(b"verbosity noreply\r\n").0, b"");
         assert_eq!(request(b"quit\r\n"), Request::Quit);
         assert_eq!(request(b"quit x\r\n"), Request::Quit);
         assert_eq!(

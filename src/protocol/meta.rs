@@ -217,10 +217,10 @@ pub(crate) fn parse_meta<'a>(
         return error(reply::BAD_FORMAT, bad_consumed);
     }
     let flags = if command == MetaCommand::Debug {
-        // me reads no flag but `b`, as in memcached.
+        // me reads no flag but `b`, and that only as its first, as in memcached.
         MetaFlags {
             tokens: rest,
-            base64: rest.split(|&b| b == b' ').any(|t| t.first() == Some(&b'b')),
+            base64: split_token(rest).0 == b"b",
             ..MetaFlags::default()
         }
     } else {
@@ -542,8 +542,10 @@ mod tests {
             error(b"ma a O12345678901234567890123456789012\r\n").0,
             OPAQUE_TOO_LONG
         );
-        // me reads no flag but b.
+        // me reads no flag but b, and that only as its first.
         assert_eq!(meta(b"me a Z T1 T2\r\n").key(), b"a");
+        assert_eq!(meta(b"me foo bar\r\n").key(), b"foo");
+        assert_eq!(meta(b"me Zm9v v b\r\n").key(), b"Zm9v");
         let long = format!("mg {}\r\n", "k".repeat(251));
         assert_eq!(error(long.as_bytes()).0, reply::BAD_FORMAT);
     }

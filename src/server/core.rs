@@ -705,7 +705,8 @@ impl CoreState {
                 out.extend_from_slice(b"\r\n");
             }
             Request::Verbosity { level, noreply } => {
-                self.shared.verbosity.store(level, Ordering::Relaxed);
+                // memcached keeps at most its highest level, 2.
+                self.shared.verbosity.store(level.min(2), Ordering::Relaxed);
                 if !noreply {
                     connection.reply_buffer().extend_from_slice(reply::OK);
                 }

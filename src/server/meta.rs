@@ -4,7 +4,7 @@
 
 use super::execute::{Executor, NO_CAS_MATCHES};
 use crate::keyhash::key_hash;
-use crate::protocol::meta::MetaCommand;
+use crate::protocol::meta::{MetaCommand, SetMode};
 use crate::protocol::{absolute_expiry, reply, MetaFlags, MetaRequest};
 use crate::storage::{
     MetaArith, MetaArithResult, MetaDelete, MetaDeleteResult, MetaGet, MetaSet, StoreResult,
@@ -120,11 +120,20 @@ impl Executor<'_> {
     fn meta_set(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
         self.stats.cmd_set.incr();
         let f = &m.flags;
+        // Set and replace with C are memcached's compare-and-swap (C0 matches
+        // nothing, and the cas_* counters count them); append and prepend read
+        // C0 as no C.
+        let swap = matches!(f.set_mode, SetMode::Set | SetMode::Replace);
+        let compare_cas = if swap {
+            f.compare_cas
+        } else {
+            f.compare_cas.filter(|&c| c != 0)
+        };
         let opts = MetaSet {
             mode: f.set_mode,
             flags: f.client_flags.unwrap_or(0),
             expiry: self.expiry(f.touch).unwrap_or(0),
-            compare_cas: self.compare(f.compare_cas),
+            compare_cas: self.compare(compare_cas),
             new_cas: f.new_cas,
             invalidate: f.invalidate,
             vivify: self.expiry(f.vivify),
@@ -133,7 +142,7 @@ impl Executor<'_> {
         let (result, cas) = self
             .shard
             .meta_store(key, key_hash(key), m.data, opts, self.now);
-        if f.compare_cas.is_some() {
+        if swap && f.compare_cas.is_some() {
             match result {
                 StoreResult::Stored => self.stats.cas_hits.incr(),
                 StoreResult::Exists => self.stats.cas_badval.incr(),
@@ -216,7 +225,10 @@ impl Executor<'_> {
                 reported_expiry,
                 created,
             } => {
-                hits.incr();
+                // memcached counts an item N created as neither hit nor miss.
+                if !created {
+                    hits.incr();
+                }
                 // memcached's q hides an update's reply, not a creation's.
                 if f.quiet && !created {
                     return;

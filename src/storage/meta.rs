@@ -140,7 +140,8 @@ pub struct MetaSet {
     pub mode: MetaSetMode,
     pub flags: u32,
     pub expiry: u32,
-    /// `C`: store only if the item's CAS is this (or, with `invalidate`, older).
+    /// `C`: store only if the item's CAS is this (or, for set and replace with
+    /// `invalidate`, older); add ignores it.
     pub compare_cas: Option<u64>,
     /// `E`: the stored item's CAS value.
     pub new_cas: Option<u64>,
@@ -297,23 +298,23 @@ impl Shard {
         // A stale store keeps the old item's expiry and its win token (memcached's
         // CAS_STALE): the refill it stands for is still owed by whoever won it.
         let mut stale: Option<(u32, u8)> = None;
-        // As in memcached, C guards the modes that write over an item: a set or
-        // replace of a missing key is NF, an append or prepend of one NS (as
-        // without C); an add ignores C.
+        // How memcached's store treats C, by mode: set and replace are a
+        // compare-and-swap (a miss is NF; with I an older CAS stores the item as
+        // stale); append and prepend compare against an item that is there (a
+        // miss is NS, as without C; the caller drops a C0, which means no C for
+        // them); add ignores C.
         let compare = match opts.mode {
             MetaSetMode::Add => None,
             _ => opts.compare_cas,
         };
+        let swap = matches!(opts.mode, MetaSetMode::Set | MetaSetMode::Replace);
         match (compare, old) {
-            (Some(_), None) if matches!(opts.mode, MetaSetMode::Set | MetaSetMode::Replace) => {
-                return (StoreResult::NotFound, 0);
-            }
+            (Some(_), None) if swap => return (StoreResult::NotFound, 0),
             (Some(want), Some(id)) => {
                 let have = self.reported_cas(id);
                 if have != want {
-                    // memcached: with I, an older CAS still stores, as a stale
-                    // item (C0 is never older: it matches nothing).
-                    if opts.invalidate && want != 0 && want < have {
+                    // C0 is never older: it matches nothing.
+                    if swap && opts.invalidate && want != 0 && want < have {
                         let b = self.slabs.item(id);
                         stale = Some((item::expiry(b), item::state(b) & WIN_SENT));
                     } else {
