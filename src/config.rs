@@ -51,7 +51,7 @@ pub struct Cli {
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
 
-    /// Largest item value, with k or m suffix (memcached -I).
+    /// Largest item (header, key and value), with k or m suffix (memcached -I).
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
     pub max_item_size: usize,
 

@@ -288,7 +288,7 @@ impl Shard {
         now: u32,
     ) -> (StoreResult, u64) {
         self.tick(now);
-        if key.len() > super::KEY_MAX || value.len() > self.config.max_item_size {
+        if self.too_large(key.len(), value.len()) {
             if opts.mode == MetaSetMode::Set {
                 self.remove_key(key, hash);
             }

@@ -165,9 +165,10 @@ pub struct ShardConfig {
     /// Bytes this shard may use for item pages.
     pub memory_limit: usize,
     /// Page size; every class's chunk fits in one page, so it must hold the largest
-    /// item (header + 250-byte key + `max_item_size`).
+    /// item (`max_item_size`).
     pub page_size: usize,
-    /// Longest value in bytes (memcached `-I`).
+    /// Largest item in bytes, header, key and value together (memcached `-I`,
+    /// which also bounds the whole item).
     pub max_item_size: usize,
     /// Slab chunk growth factor (memcached `-f`), > 1.
     pub growth_factor: f64,
@@ -184,17 +185,13 @@ pub struct ShardConfig {
 impl ShardConfig {
     /// A config with memcached's defaults: 1 MiB pages (larger if an item of
     /// `max_item_size` needs it), growth factor 1.25, 48-byte smallest chunk, CAS on.
-    ///
-    /// `max_item_size` bounds the value alone, so with `-I 1m` passed as 1 MiB the
-    /// largest item (34-byte header + 250-byte key + 1 MiB) needs a page of
-    /// 1 MiB + 284 bytes, and a 4 MiB shard fits 3 pages, not 4. memcached's `-I`
-    /// bounds the whole item; passing `-I` minus [`KEY_MAX`] and the header keeps
-    /// pages at exactly 1 MiB.
+    /// At the default `-I 1m` pages are exactly 1 MiB, so a shard of N MiB holds N
+    /// pages (when `-I` bounded the value alone, pages were 1 MiB + 288 bytes and
+    /// a 32 MiB shard held 31).
     pub fn new(memory_limit: usize, max_item_size: usize) -> Self {
-        let largest = slab::round8(item::total_size(KEY_MAX, max_item_size));
         ShardConfig {
             memory_limit,
-            page_size: largest.max(1 << 20),
+            page_size: slab::round8(max_item_size).max(1 << 20),
             max_item_size,
             growth_factor: 1.25,
             min_chunk_size: 48,
@@ -390,11 +387,10 @@ impl Shard {
                 config.growth_factor
             )));
         }
-        let largest = item::total_size(KEY_MAX, config.max_item_size);
-        if config.page_size < largest {
+        if config.page_size < config.max_item_size {
             return Err(invalid(format!(
-                "page size {} cannot hold an item of {} bytes (max item size {} + key + header)",
-                config.page_size, largest, config.max_item_size
+                "page size {} cannot hold an item of {} bytes (the max item size)",
+                config.page_size, config.max_item_size
             )));
         }
         if config.max_item_size > u32::MAX as usize {
@@ -526,7 +522,7 @@ impl Shard {
         now: u32,
     ) -> StoreResult {
         self.tick(now);
-        if key.len() > KEY_MAX || value.len() > self.config.max_item_size {
+        if self.too_large(key.len(), value.len()) {
             // memcached drops the old value when a set fails, so a reader never sees
             // the value the client just tried to replace.
             if mode == StoreMode::Set {
@@ -577,7 +573,7 @@ impl Shard {
         let b = self.slabs.item(id);
         let (old_flags, old_expiry) = (item::flags(b), item::expiry(b));
         let old_value = item::value(b);
-        if old_value.len() + value.len() > self.config.max_item_size {
+        if self.too_large(key.len(), old_value.len() + value.len()) {
             return None;
         }
         let mut joined = std::mem::take(&mut self.scratch);
@@ -858,6 +854,12 @@ impl Shard {
                 self.flush_at = None;
             }
         }
+    }
+
+    /// Whether an item of this key and value is over the limits: a key over
+    /// [`KEY_MAX`], or header, key and value over `max_item_size` (`-I`).
+    fn too_large(&self, key_len: usize, value_len: usize) -> bool {
+        key_len > KEY_MAX || item::total_size(key_len, value_len) > self.config.max_item_size
     }
 
     fn next_cas(&mut self) -> u64 {

@@ -14,6 +14,8 @@ use crate::keyhash::key_hash;
 
 const PAGE: usize = 128 << 10;
 const MAX_ITEM: usize = 64 << 10;
+/// The longest value an item of a `key_of` key (5 bytes) may have.
+const MAX_VALUE: usize = MAX_ITEM - item::HEADER - 5;
 const NOW: u32 = 1_700_000_000;
 
 #[derive(Debug, Clone)]
@@ -31,8 +33,8 @@ fn value_len() -> impl Strategy<Value = usize> {
     prop_oneof![
         3 => 0..64usize,
         3 => 64..2048usize,
-        2 => 2048..=MAX_ITEM,
-        1 => Just(MAX_ITEM),
+        2 => 2048..=MAX_VALUE,
+        1 => Just(MAX_VALUE),
     ]
 }
 
@@ -110,7 +112,7 @@ fn apply_model(model: &mut HashMap<Vec<u8>, Vec<u8>>, op: &Op) -> Expected {
                 }
                 StoreMode::Append | StoreMode::Prepend => {
                     let old = model.get_mut(&key).unwrap();
-                    if old.len() + v.len() > MAX_ITEM {
+                    if old.len() + v.len() > MAX_VALUE {
                         StoreResult::NotStored
                     } else {
                         if mode == StoreMode::Append {

@@ -127,17 +127,25 @@ fn config_defaults_follow_memcached() {
     let c = ShardConfig::new(64 * MIB, MIB);
     assert_eq!(c.growth_factor, 1.25);
     assert_eq!(c.min_chunk_size, 48);
-    assert!(c.page_size >= MIB + KEY_MAX + HEADER);
+    // -I bounds the whole item, so at -I 1m pages are exactly 1 MiB and a
+    // shard of N MiB holds N of them.
+    assert_eq!(c.page_size, MIB);
+    assert_eq!(
+        Shard::new(ShardConfig::new(32 * MIB, MIB))
+            .unwrap()
+            .slabs
+            .max_pages,
+        32
+    );
     assert!(c.use_cas);
-    let big = ShardConfig::new(64 * MIB, 4 * MIB);
-    assert!(big.page_size >= 4 * MIB + KEY_MAX + HEADER);
+    assert_eq!(ShardConfig::new(64 * MIB, 4 * MIB).page_size, 4 * MIB);
     assert_eq!(ShardConfig::new(64 * MIB, 1000).page_size, MIB);
 }
 
 #[test]
 fn new_rejects_pages_too_small_for_the_largest_item() {
     let mut c = ShardConfig::new(64 * MIB, MIB);
-    c.page_size = MIB;
+    c.page_size = MIB - 8;
     assert!(Shard::new(c.clone()).is_err());
     c.page_size = 2 * MIB;
     c.growth_factor = 1.0;
@@ -293,18 +301,20 @@ fn append_and_prepend_keep_flags_and_expiry() {
 
 #[test]
 fn append_past_max_item_size_is_not_stored() {
+    // The limit is on header + key + value: 100 bytes leave 65 for a value of "k".
     let mut s = Shard::new(ShardConfig::new(8 * MIB, 100)).unwrap();
+    let most = 100 - HEADER - 1;
     set(&mut s, b"k", &[b'a'; 60]);
     assert_eq!(
-        store_at(&mut s, StoreMode::Append, b"k", &[b'b'; 41], T0),
+        store_at(&mut s, StoreMode::Append, b"k", &vec![b'b'; most - 59], T0),
         StoreResult::NotStored
     );
     assert_eq!(get(&mut s, b"k").unwrap(), vec![b'a'; 60]);
     assert_eq!(
-        store_at(&mut s, StoreMode::Append, b"k", &[b'b'; 40], T0),
+        store_at(&mut s, StoreMode::Append, b"k", &vec![b'b'; most - 60], T0),
         StoreResult::Stored
     );
-    assert_eq!(get(&mut s, b"k").unwrap().len(), 100);
+    assert_eq!(get(&mut s, b"k").unwrap().len(), most);
 }
 
 #[test]
@@ -519,12 +529,18 @@ fn empty_and_maximum_values_are_stored() {
     let mut s = Shard::new(ShardConfig::new(8 * MIB, MIB)).unwrap();
     assert_eq!(set(&mut s, b"e", b""), StoreResult::Stored);
     assert_eq!(get(&mut s, b"e").unwrap(), b"");
-    let max = vec![b'm'; MIB];
+    // The largest item is exactly -I: header, the longest key and the value.
+    let most = MIB - HEADER - KEY_MAX;
+    let max = vec![b'm'; most];
     let key = [b'K'; KEY_MAX];
+    assert_eq!(
+        set(&mut s, &key, &vec![b'm'; most + 1]),
+        StoreResult::TooLarge
+    );
     assert_eq!(set(&mut s, &key, &max), StoreResult::Stored);
     assert_eq!(get(&mut s, &key).unwrap(), max);
     assert_eq!(
-        s.class_for_item(KEY_MAX, MIB),
+        s.class_for_item(KEY_MAX, most),
         Some(s.slab_class_stats().len())
     );
     assert_eq!(s.class_for_item(KEY_MAX, s.slabs.page_size()), None);

@@ -481,10 +481,10 @@ impl Shard {
         if key_len == 0 || key_len > KEY_MAX {
             return bad("bad key length");
         }
-        if value_len > self.config.max_item_size {
-            return bad("value longer than the max item size");
-        }
         let size = item::total_size(key_len, value_len);
+        if size > self.config.max_item_size {
+            return bad("item larger than the max item size");
+        }
         if size > b.len() || self.slabs.class_for(size) != Some(class) {
             return bad("item size does not fit its class");
         }
