@@ -136,11 +136,14 @@ fn item_size_limit_default_1m() {
     let largest = if is_memcached() { 1_048_514 } else { 1_048_539 };
     assert_eq!(set_len(&mut c, "big", largest), "STORED");
     assert_eq!(c.get("big").unwrap().len(), largest);
+    c.expect("stats reset\r\n", "RESET\r\n");
     assert_eq!(
         set_len(&mut c, "big", largest + 1),
         "SERVER_ERROR object too large for cache"
     );
     c.expect("get big\r\n", "END\r\n");
+    // A refused set is not counted as one.
+    assert_eq!(c.stats("")["cmd_set"], "0");
     assert_eq!(
         set_len(&mut c, "big", 1_048_576),
         "SERVER_ERROR object too large for cache"

@@ -30,7 +30,9 @@ pub const RELATIVE_EXPTIME_MAX: i64 = 60 * 60 * 24 * 30;
 /// What the parser needs to know about the server's configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct ParseLimits {
-    /// Largest value accepted by storage commands (`-I`).
+    /// `-I`, the largest item. A storage command with a longer value is refused
+    /// (and its data swallowed) here; one whose value fits but whose item, with
+    /// the header and key, does not is refused by the shard once read.
     pub max_item_size: usize,
 }
 

@@ -131,7 +131,6 @@ impl Executor<'_> {
         exptime: i64,
         data: &[u8],
     ) -> &'static [u8] {
-        self.stats.cmd_set.incr();
         let mode = match kind {
             // With -C items carry no CAS value and memcached lets no `cas`
             // succeed: an existing item is EXISTS whatever value is offered.
@@ -142,6 +141,10 @@ impl Executor<'_> {
         let result = self
             .shard
             .store(mode, key, key_hash(key), flags, expiry, data, self.now);
+        // memcached counts a set once it has an item for it: not one too large.
+        if result != StoreResult::TooLarge {
+            self.stats.cmd_set.incr();
+        }
         if let StoreMode::Cas(_) = mode {
             match result {
                 StoreResult::Stored => self.stats.cas_hits.incr(),

@@ -118,7 +118,6 @@ impl Executor<'_> {
     }
 
     fn meta_set(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
-        self.stats.cmd_set.incr();
         let f = &m.flags;
         // Set and replace with C are memcached's compare-and-swap (C0 matches
         // nothing, and the cas_* counters count them); append and prepend read
@@ -142,6 +141,10 @@ impl Executor<'_> {
         let (result, cas) = self
             .shard
             .meta_store(key, key_hash(key), m.data, opts, self.now);
+        // memcached counts a set once it has an item for it: not one too large.
+        if result != StoreResult::TooLarge {
+            self.stats.cmd_set.incr();
+        }
         if swap && f.compare_cas.is_some() {
             match result {
                 StoreResult::Stored => self.stats.cas_hits.incr(),

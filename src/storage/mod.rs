@@ -653,9 +653,15 @@ impl Shard {
         };
         let mut digits = [0u8; 20];
         let text = format_u64(result, &mut digits);
-        let Some(id) = self.put(key, hash, Some(id), flags, expiry, text) else {
-            // The new value does not fit anywhere (a shard with almost no memory):
-            // drop the item rather than keep a stale count.
+        let put = if self.too_large(key.len(), text.len()) {
+            None
+        } else {
+            self.put(key, hash, Some(id), flags, expiry, text)
+        };
+        let Some(id) = put else {
+            // The new digits do not fit anywhere (a shard with almost no memory,
+            // or an -I too small for a long key and 20 digits): drop the item
+            // rather than keep a stale count.
             self.remove_key(key, hash);
             return Err(DeltaError::NoRoom);
         };

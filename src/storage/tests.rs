@@ -89,11 +89,11 @@ pub(super) fn check_invariants(s: &Shard) {
     assert!(slabs.pages_in_use * slabs.page_size() <= s.config.memory_limit);
 }
 
-/// Values up to just under 1 MiB, so pages are exactly 1 MiB.
-const MAX_VALUE: usize = MIB - 1024;
+/// Items (header, key and value) up to just under 1 MiB; pages are 1 MiB.
+const MAX_ITEM: usize = MIB - 1024;
 
 fn shard(mem: usize) -> Shard {
-    let s = Shard::new(ShardConfig::new(mem, MAX_VALUE)).unwrap();
+    let s = Shard::new(ShardConfig::new(mem, MAX_ITEM)).unwrap();
     assert_eq!(s.slabs.page_size(), MIB);
     s
 }
@@ -503,6 +503,22 @@ fn delayed_flush_all_takes_effect_at_its_time() {
     s.flush_all(T0 + 200, T0 + 11);
     assert_eq!(get_at(&mut s, b"c", T0 + 150).unwrap(), b"3");
     assert_eq!(get_at(&mut s, b"c", T0 + 200), None);
+}
+
+#[test]
+fn an_increment_past_the_item_limit_drops_the_item() {
+    // 34-byte header + 57-byte key + 9 digits is exactly the 100-byte limit;
+    // a tenth digit cannot be stored, and a stale count is not kept.
+    let mut s = Shard::new(ShardConfig::new(8 * MIB, 100)).unwrap();
+    let key = [b'n'; 100 - HEADER - 9];
+    assert_eq!(set(&mut s, &key, b"999999998"), StoreResult::Stored);
+    assert_eq!(
+        arith(&mut s, &key, true, 1),
+        ArithResult::Value(999_999_999)
+    );
+    assert_eq!(arith(&mut s, &key, true, 1), ArithResult::NotFound);
+    assert_eq!(get(&mut s, &key), None);
+    check_invariants(&s);
 }
 
 #[test]
@@ -1000,7 +1016,7 @@ fn overhead_per_item_outside_the_chunk_is_small() {
     // 14-byte keys and 100-byte values: a 148-byte item (34-byte header), in a
     // 152-byte chunk with growth factor 1.05 (`-f 1.05`; the default 1.25 puts it
     // in a 176-byte chunk).
-    let mut config = ShardConfig::new(64 * MIB, MAX_VALUE);
+    let mut config = ShardConfig::new(64 * MIB, MAX_ITEM);
     config.growth_factor = 1.05;
     let mut s = Shard::new(config).unwrap();
     let n = 100_000;
@@ -1041,7 +1057,7 @@ fn all_size_classes_at_three_times_the_limit_stay_within_it() {
     // Value sizes sweep every class, smallest to largest and back, until three
     // times the limit has been written.
     let sizes: Vec<usize> = (0..60)
-        .map(|k| ((1.2f64).powi(k) as usize).min(MAX_VALUE - 300))
+        .map(|k| ((1.2f64).powi(k) as usize).min(MAX_ITEM - 300))
         .collect();
     while written < 3 * limit {
         for &len in sizes.iter().chain(sizes.iter().rev()) {

@@ -60,7 +60,8 @@ use crate::keyhash::key_hash;
 pub(crate) const MAGIC: [u8; 8] = *b"CCARENA\0";
 /// Bump when the file layout or the meaning of any item header field changes
 /// (a change of `item::HEADER`'s size changes the version by itself).
-const LAYOUT_VERSION: u32 = 1;
+/// 2: `max_item_size` bounds the whole item (header, key, value), not the value.
+const LAYOUT_VERSION: u32 = 2;
 /// The version a memory file must carry to be used.
 pub(crate) const FORMAT_VERSION: u32 = (LAYOUT_VERSION << 16) | HEADER as u32;
 
