@@ -477,6 +477,11 @@ fn arithmetic_keeps_the_items_fetched_stale_and_win_bits() {
     c.expect("get a\r\n", "VALUE a 0 1\r\n1\r\nEND\r\n");
     c.expect("incr a 1\r\n", "2\r\n");
     c.expect("mg a h\r\n", "HD h1\r\n");
+    // ...unless the number grows longer: memcached makes a new item then.
+    c.expect("set a 0 0 1\r\n9\r\n", "STORED\r\n");
+    c.expect("get a\r\n", "VALUE a 0 1\r\n9\r\nEND\r\n");
+    c.expect("incr a 1\r\n", "10\r\n");
+    c.expect("mg a h\r\n", "HD h0\r\n");
     // An invalidated item stays stale through an increment, its win still owed.
     c.expect("set b 0 0 1\r\n1\r\n", "STORED\r\n");
     c.expect("md b I\r\n", "HD\r\n");
@@ -484,6 +489,36 @@ fn arithmetic_keeps_the_items_fetched_stale_and_win_bits() {
     c.expect("mg b v\r\n", "VA 1 X W\r\n2\r\n");
     c.expect("ma b v\r\n", "VA 1\r\n3\r\n");
     c.expect("mg b v\r\n", "VA 1 Z X\r\n3\r\n");
+}
+
+#[test]
+fn a_too_large_ms_drops_the_old_value_in_every_mode() {
+    let s = Server::with_2k_items();
+    let mut c = s.client();
+    let big = "x".repeat(3000);
+    let fits = "y".repeat(2030);
+    for mode in ["MS", "ME", "MR", "MA", "MP"] {
+        c.expect("set k 0 0 1\r\na\r\n", "STORED\r\n");
+        c.expect(
+            format!("ms k 3000 {mode}\r\n{big}\r\n"),
+            "SERVER_ERROR object too large for cache\r\n",
+        );
+        c.expect("mg k v\r\n", "EN\r\n");
+        // Over the limit with the header and key only: refused once read.
+        c.expect("set k 0 0 1\r\na\r\n", "STORED\r\n");
+        c.expect(
+            format!("ms k 2030 {mode}\r\n{fits}\r\n"),
+            "SERVER_ERROR object too large for cache\r\n",
+        );
+        c.expect("mg k v\r\n", "EN\r\n");
+    }
+    // A classic append keeps it, in memcached too.
+    c.expect("set k 0 0 1\r\na\r\n", "STORED\r\n");
+    c.expect(
+        format!("append k 0 0 3000\r\n{big}\r\n"),
+        "SERVER_ERROR object too large for cache\r\n",
+    );
+    c.expect("mg k v\r\n", "VA 1\r\na\r\n");
 }
 
 #[test]

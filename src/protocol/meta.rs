@@ -3,8 +3,9 @@
 //!
 //! A meta request is `<cm> <key> [<datalen>] <flag>*`. Each flag is one letter,
 //! some followed by a value (`T30`, `Oabc`, `MS`). Return flags (`c f h k l O s t`)
-//! come back in the order they were sent, so the executor walks the flag tokens
-//! again when it writes the reply; everything else is parsed here once.
+//! come back in the order they were sent, and memcached applies the TTL flags
+//! (`T N R t`) in that order too, so the executor walks the flag tokens again for
+//! both; every value is parsed here once.
 //!
 //! A key sent with `b` is base64: it is decoded here ([`DecodedKey`], boxed: the
 //! 250 bytes inline made every parsed request of any kind 440 bytes, copied
@@ -252,7 +253,9 @@ pub(crate) fn parse_meta<'a>(
     };
     let total = line_len + length + 2;
     if length > limits.max_item_size {
-        let unlink = (request.flags.set_mode == SetMode::Set).then_some(if request.flags.base64 {
+        // memcached's ms drops the old value in every mode (a classic command
+        // only in set).
+        let unlink = Some(if request.flags.base64 {
             Unlink::Base64(raw_key)
         } else {
             Unlink::Key(raw_key)

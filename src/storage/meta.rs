@@ -288,10 +288,10 @@ impl Shard {
         now: u32,
     ) -> (StoreResult, u64) {
         self.tick(now);
+        // memcached's ms drops the key's old value when it cannot take the new
+        // one, in every mode (a classic command only in set).
         if self.too_large(key.len(), value.len()) {
-            if opts.mode == MetaSetMode::Set {
-                self.remove_key(key, hash);
-            }
+            self.remove_key(key, hash);
             return (StoreResult::TooLarge, 0);
         }
         let old = self.find_live(key, hash);
@@ -347,9 +347,7 @@ impl Shard {
             }
         };
         let Some(id) = stored else {
-            if opts.mode == MetaSetMode::Set {
-                self.remove_key(key, hash);
-            }
+            self.remove_key(key, hash);
             return (StoreResult::OutOfMemory, 0);
         };
         if let Some(cas) = opts.new_cas {

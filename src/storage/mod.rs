@@ -15,7 +15,8 @@
 //! id and a 1-byte tag in 64-byte buckets of 12, at most 90% full and growing by
 //! a quarter: 5.9 to 7.4 bytes, `index.rs`), a TTL heap entry of 8 bytes for
 //! items with an expiry (stale entries are swept out a few per push while it
-//! holds over twice as many entries as items, `ttl.rs`), 4 bytes per free chunk on free lists, and 16 bytes per page; the
+//! holds over twice as many entries as items, `ttl.rs`), 4 bytes per free chunk on free lists, and 24 bytes per page (its
+//! metadata and its start address); the
 //! policy's frequency sketch takes 4 bytes per chunk of capacity rounded up to a
 //! power of two, plus a 1-byte-per-chunk doorkeeper (both grow with the pages in
 //! use, and do not shrink). Bound: at most 30 bytes per chunk the limit can hold
@@ -627,10 +628,11 @@ impl Shard {
     }
 
     /// Adds `delta` to (or takes it from) the number item `id` of `key` holds,
-    /// giving it `expiry`; returns the new number and the item's chunk. As in
-    /// memcached, which rewrites the digits inside the same item, the client
-    /// flags stay and so do the fetched, stale and win-token bits. Increments
-    /// wrap at 2^64, decrements stop at 0.
+    /// giving it `expiry`; returns the new number and the item's chunk. The
+    /// client flags stay. As in memcached, which rewrites digits that fit in
+    /// place and makes a new item for longer ones, the fetched, stale and
+    /// win-token bits stay unless the number grew longer. Increments wrap at
+    /// 2^64, decrements stop at 0.
     fn add_delta(
         &mut self,
         key: &[u8],
@@ -642,10 +644,8 @@ impl Shard {
     ) -> Result<(u64, u32), DeltaError> {
         let b = self.slabs.item(id);
         let current = parse_u64(item::value(b)).ok_or(DeltaError::NonNumeric)?;
-        let (flags, kept) = (
-            item::flags(b),
-            item::state(b) & (item::FETCHED | item::STALE | item::WIN_SENT),
-        );
+        let (flags, old_len) = (item::flags(b), item::value_len(b));
+        let state = item::state(b) & (item::FETCHED | item::STALE | item::WIN_SENT);
         let result = if incr {
             current.wrapping_add(delta)
         } else {
@@ -665,8 +665,10 @@ impl Shard {
             self.remove_key(key, hash);
             return Err(DeltaError::NoRoom);
         };
-        let b = self.slabs.item_mut(id);
-        item::set_state(b, item::state(b) | kept);
+        if text.len() <= old_len {
+            let b = self.slabs.item_mut(id);
+            item::set_state(b, item::state(b) | state);
+        }
         Ok((result, id))
     }
 
@@ -836,7 +838,7 @@ impl Shard {
         index_bytes
             + self.ttl.heap_bytes()
             + free
-            + self.slabs.pages.capacity() * std::mem::size_of::<slab::PageMeta>()
+            + self.slabs.page_table_bytes()
             + self.policy.sketch_bytes()
     }
 

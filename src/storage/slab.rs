@@ -43,7 +43,9 @@
 //! The storage side's `unsafe` blocks are all here, each with its `SAFETY` note:
 //! item access through the page-start table (`Slabs::chunk`, `item`,
 //! `item_mut`: a chunk is checked to lie inside its page, and pages lie inside
-//! mappings the `Slabs` owns for its whole life), the word view of
+//! mappings the `Slabs` owns for its whole life), `Send` and `Sync` for `Slabs`
+//! (the page-start pointers move and are shared with the mappings they point
+//! into), the word view of
 //! [`MappedWords`], the prefetch hint, and mapping a file (`MmapMut::map_mut`):
 //! that one is sound only while no one else changes the file's length or bytes
 //! under the mapping. The file is locked with an exclusive
@@ -521,6 +523,13 @@ impl Slabs {
     #[inline]
     pub fn make_id(&self, page: u32, slot: u32) -> u32 {
         (page << self.slot_bits) | slot
+    }
+
+    /// Bytes of the per-page tables outside the arena (metadata and start
+    /// addresses).
+    pub fn page_table_bytes(&self) -> usize {
+        self.pages.capacity() * std::mem::size_of::<PageMeta>()
+            + self.page_starts.capacity() * std::mem::size_of::<NonNull<u8>>()
     }
 
     /// Maps `pages` more pages: those of `map` from byte `base` on.
