@@ -10,11 +10,14 @@
 //!       +---------+---------+---------+------------------+---------+---------+---------+----+----+-----+-------+
 //!
 //! state (byte 33):  bit 0  LIVE      the chunk holds an item that is in the index
-//!                   bit 1  FETCHED   the item was read since it was stored (meta `h`)
+//!                   bit 1  FETCHED   the item was read (or touched) since it was
+//!                                    stored (meta `h`)
 //!                   bit 2  STALE     `md <key> I` (or `ms ... C<older cas> I`) marked
 //!                                    it stale: readers get `X` and may serve it
 //!                   bit 3  WIN_SENT  a win token (`W`) was handed out for it: later
 //!                                    meta readers get `Z` until a store replaces it
+//!                                    (incr/decr/ma keep FETCHED, STALE and WIN_SENT
+//!                                    unless the number grows longer)
 //!                   bits 4-5 SEGMENT the policy list the item is on: 0 none,
 //!                                    1 window, 2 probation, 3 protected
 //!                   bits 6-7         zero
