@@ -440,6 +440,15 @@ fn cas_guards_only_the_modes_that_overwrite() {
     c.expect("ms a 1 C0 I\r\nz\r\n", "EX\r\n");
     c.expect("md a C0\r\n", "EX\r\n");
     c.expect("mg a v\r\n", "VA 2\r\nxy\r\n");
+    // An empty value is not a number whatever the CAS; another non-number with
+    // a wrong CAS is EX (memcached checks in that order).
+    c.expect("set e 0 0 0\r\n\r\n", "STORED\r\n");
+    c.expect(
+        "ma e C999999\r\n",
+        "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    );
+    c.expect("set x 0 0 1\r\nx\r\n", "STORED\r\n");
+    c.expect("ma x C999999\r\n", "EX\r\n");
     // ...and in append, prepend and ma it means no C at all.
     c.expect("ms a 1 MA C0\r\nz\r\n", "HD\r\n");
     c.expect("ms a 1 MP C0\r\nw\r\n", "HD\r\n");

@@ -422,6 +422,11 @@ impl Shard {
                 created: true,
             };
         };
+        // memcached refuses an empty value before it compares the CAS (any
+        // other non-number after).
+        if item::value_len(self.slabs.item(id)) == 0 {
+            return MetaArithResult::NonNumeric;
+        }
         if opts.compare_cas.is_some_and(|c| c != self.reported_cas(id)) {
             return MetaArithResult::Exists;
         }
