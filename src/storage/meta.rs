@@ -63,11 +63,6 @@ impl TtlSteps {
         })
     }
 
-    /// Whether the request sets a TTL (`T`).
-    pub fn touches(&self) -> bool {
-        self.iter().any(|s| matches!(s, TtlStep::Touch(_)))
-    }
-
     /// Runs the steps over an item whose expiry is `expiry` (an item created
     /// by this request starts with none, as in memcached).
     fn apply(&self, mut expiry: u32, created: bool, now: u32) -> TtlOutcome {

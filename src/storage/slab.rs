@@ -142,8 +142,6 @@ pub(crate) struct Slabs {
     slot_bits: u32,
     /// Most pages a chunk id can name (the all-ones page index is reserved).
     id_page_cap: usize,
-    /// Pages mapped over all segments.
-    mapped_pages: usize,
     /// One entry per page handed out at least once; index = page id.
     pub pages: Vec<PageMeta>,
     /// Pages given back (the limit was lowered), reused before fresh ones.
@@ -335,7 +333,6 @@ impl Slabs {
             page_size,
             slot_bits,
             id_page_cap,
-            mapped_pages: 0,
             pages: Vec::new(),
             free_pages: Vec::new(),
             pages_in_use: 0,
@@ -376,11 +373,11 @@ impl Slabs {
         if !self.pages.is_empty() || self.pages_in_use != 0 {
             return Err("the arena is not empty".into());
         }
-        if table.len() > self.mapped_pages {
+        if table.len() > self.mapped_pages() {
             return Err(format!(
                 "{} pages in the table, {} in the file",
                 table.len(),
-                self.mapped_pages
+                self.mapped_pages()
             ));
         }
         for (page, &(class, carved)) in table.iter().enumerate() {
@@ -465,7 +462,7 @@ impl Slabs {
     }
 
     pub fn bytes_mapped(&self) -> usize {
-        self.mapped_pages * self.page_size
+        self.mapped_pages() * self.page_size
     }
 
     /// Sets the page budget for `bytes` of memory and maps more pages if needed.
@@ -473,17 +470,17 @@ impl Slabs {
     /// `pages_in_use > max_pages`.
     pub fn set_limit(&mut self, bytes: usize) -> io::Result<()> {
         let want = (bytes / self.page_size).min(self.id_page_cap);
-        if want > self.mapped_pages && self.file.is_some() {
+        if want > self.mapped_pages() && self.file.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "the memory file holds {} pages, {want} asked for",
-                    self.mapped_pages
+                    self.mapped_pages()
                 ),
             ));
         }
-        if want > self.mapped_pages {
-            let add = want - self.mapped_pages;
+        if want > self.mapped_pages() {
+            let add = want - self.mapped_pages();
             match MmapMut::map_anon(add * self.page_size) {
                 Ok(map) => {
                     if self.huge_pages {
@@ -494,7 +491,7 @@ impl Slabs {
                     self.add_segment(map, 0, add);
                 }
                 Err(e) => {
-                    self.max_pages = self.max_pages.min(self.mapped_pages);
+                    self.max_pages = self.max_pages.min(self.mapped_pages());
                     return Err(e);
                 }
             }
@@ -540,7 +537,11 @@ impl Slabs {
             NonNull::new(first.wrapping_add(p * self.page_size)).expect("a mapping is not at 0")
         }));
         self.segments.push(Segment { map, base });
-        self.mapped_pages += pages;
+    }
+
+    /// Pages mapped over all segments (every one has its start recorded).
+    fn mapped_pages(&self) -> usize {
+        self.page_starts.len()
     }
 
     /// Where chunk `id` starts and how long it is. Panics (instead of reaching
@@ -653,7 +654,7 @@ impl Slabs {
         }
         let page = if let Some(p) = self.free_pages.pop() {
             p
-        } else if self.pages.len() < self.mapped_pages {
+        } else if self.pages.len() < self.mapped_pages() {
             self.pages.push(PageMeta {
                 class: NO_CLASS,
                 chunk_size: 0,
