@@ -225,10 +225,7 @@ impl Shard {
                 self.stats.get_misses += 1;
                 opts.ttl.vivify()?;
                 let expiry = opts.ttl.apply(0, true, now).expiry;
-                let id = self.put(key, hash, None, 0, expiry, b"")?;
-                if let Some(cas) = opts.new_cas {
-                    self.set_cas(id, cas);
-                }
+                let id = self.put(key, hash, None, 0, expiry, b"", opts.new_cas)?;
                 (id, true)
             }
         };
@@ -237,7 +234,7 @@ impl Shard {
         let idle = now.saturating_sub(item::atime(b));
         let start = if created { 0 } else { item::expiry(b) };
         let ttl = opts.ttl.apply(start, created, now);
-        self.set_expiry(id, ttl.expiry);
+        let id = self.set_expiry(key, hash, id, ttl.expiry)?;
         let already_won = state & WIN_SENT != 0;
         let stale = state & STALE != 0;
         let win = !already_won && (created || stale || ttl.recache);
@@ -327,27 +324,25 @@ impl Shard {
             }
             (MetaSetMode::Replace, None) => return (StoreResult::NotStored, 0),
             (MetaSetMode::Append | MetaSetMode::Prepend, None) => match opts.vivify {
-                Some(expiry) => self.put(key, hash, None, opts.flags, expiry, value),
+                Some(expiry) => self.put(key, hash, None, opts.flags, expiry, value, opts.new_cas),
                 None => return (StoreResult::NotStored, 0),
             },
             (MetaSetMode::Append | MetaSetMode::Prepend, Some(id)) => {
-                match self.join(key, hash, id, value, opts.mode == MetaSetMode::Append) {
+                let append = opts.mode == MetaSetMode::Append;
+                match self.join(key, hash, id, value, append, opts.new_cas) {
                     Some(id) => Some(id),
                     None => return (StoreResult::NotStored, 0),
                 }
             }
             _ => {
                 let expiry = stale.map_or(opts.expiry, |(expiry, _)| expiry);
-                self.put(key, hash, old, opts.flags, expiry, value)
+                self.put(key, hash, old, opts.flags, expiry, value, opts.new_cas)
             }
         };
         let Some(id) = stored else {
             self.remove_key(key, hash);
             return (StoreResult::OutOfMemory, 0);
         };
-        if let Some(cas) = opts.new_cas {
-            self.set_cas(id, cas);
-        }
         if let Some((_, win_sent)) = stale {
             let b = self.slabs.item_mut(id);
             item::set_state(b, item::state(b) | STALE | win_sent);
@@ -379,11 +374,15 @@ impl Shard {
             Some(c) => c,
             None => self.next_cas(),
         };
-        self.set_cas(id, cas);
+        // Either change may move the item (`regrow`); with no memory for that it
+        // is gone, which a reader cannot tell from a delete.
+        let Some(id) = self.set_cas(key, hash, id, cas) else {
+            return MetaDeleteResult::Deleted;
+        };
         let b = self.slabs.item_mut(id);
         item::set_state(b, (item::state(b) | STALE) & !WIN_SENT);
         if let Some(expiry) = opts.touch {
-            self.set_expiry(id, expiry);
+            self.set_expiry(key, hash, id, expiry);
         }
         MetaDeleteResult::Deleted
     }
@@ -404,12 +403,9 @@ impl Shard {
             let ttl = opts.ttl.apply(0, true, now);
             let mut digits = [0u8; 20];
             let text = super::format_u64(opts.initial, &mut digits);
-            let Some(id) = self.put(key, hash, None, 0, ttl.expiry, text) else {
+            let Some(id) = self.put(key, hash, None, 0, ttl.expiry, text, opts.new_cas) else {
                 return MetaArithResult::NotStored;
             };
-            if let Some(cas) = opts.new_cas {
-                self.set_cas(id, cas);
-            }
             return MetaArithResult::Value {
                 value: opts.initial,
                 cas: self.reported_cas(id),
@@ -428,14 +424,20 @@ impl Shard {
         let ttl = opts
             .ttl
             .apply(item::expiry(self.slabs.item(id)), false, now);
-        let (value, id) = match self.add_delta(key, hash, id, opts.incr, opts.delta, ttl.expiry) {
+        let delta = self.add_delta(
+            key,
+            hash,
+            id,
+            opts.incr,
+            opts.delta,
+            ttl.expiry,
+            opts.new_cas,
+        );
+        let (value, id) = match delta {
             Ok(done) => done,
             Err(DeltaError::NonNumeric) => return MetaArithResult::NonNumeric,
             Err(DeltaError::NoRoom) => return MetaArithResult::NotFound,
         };
-        if let Some(cas) = opts.new_cas {
-            self.set_cas(id, cas);
-        }
         MetaArithResult::Value {
             value,
             cas: self.reported_cas(id),
@@ -458,15 +460,6 @@ impl Shard {
             class: self.slabs.class_of(id) + 1,
             size: item::size(b),
         })
-    }
-
-    /// Gives an item a client-chosen CAS (`E`). As in memcached the shard's own
-    /// sequence does not move: raising it to a client's value could exhaust it
-    /// (`E18446744073709551615`). So an item given a CAS above the sequence
-    /// survives a later `flush_all` (memcached flushes it by time), and one
-    /// given a CAS at or below a past flush's counts as flushed.
-    fn set_cas(&mut self, id: u32, cas: u64) {
-        item::set_cas(self.slabs.item_mut(id), cas);
     }
 }
 

@@ -23,7 +23,7 @@
 //! (`memory_limit / min_chunk_size`), a fixed share of the limit set by the
 //! smallest chunk; for 144-byte items about 15 bytes per item
 //! (`Shard::heap_bytes` counts it; tested in `tests.rs`). The header
-//! inside the chunk is `item::HEADER` (34) bytes, drawn in `item.rs`; the policy's
+//! inside the chunk is 22 to `item::HEADER_MAX` (34) bytes, drawn in `item.rs`; the policy's
 //! links and segment live in it.
 //!
 //! # Rebalancing
@@ -90,7 +90,7 @@ use std::io;
 
 use crate::keyhash::key_hash;
 use index::Index;
-use item::{HEADER, NIL};
+use item::{HEADER_MAX, NIL};
 use policy::{ClassLists, Entries, Policy};
 use slab::Slabs;
 use ttl::TtlHeap;
@@ -399,7 +399,7 @@ impl Shard {
         }
         Ok(config
             .min_chunk_size
-            .max(slab::round8(HEADER + 1 + 1))
+            .max(slab::round8(HEADER_MAX + 1 + 1))
             .min(config.page_size))
     }
 
@@ -479,8 +479,13 @@ impl Shard {
         self.tick(now);
         match self.find_for_read(key, hash) {
             Some(id) => {
+                // Giving the item its first expiry may move it (`regrow`); with
+                // no memory for that it is gone, and the read misses.
+                let Some(id) = self.set_expiry(key, hash, id, expiry) else {
+                    self.stats.get_misses += 1;
+                    return None;
+                };
                 self.stats.get_hits += 1;
-                self.set_expiry(id, expiry);
                 Some(self.hit(id, hash))
             }
             None => {
@@ -496,7 +501,9 @@ impl Shard {
         self.tick(now);
         match self.find_live(key, hash) {
             Some(id) => {
-                self.set_expiry(id, expiry);
+                let Some(id) = self.set_expiry(key, hash, id, expiry) else {
+                    return false;
+                };
                 // memcached's touch is a read of the item: fetched, accessed now.
                 let b = self.slabs.item_mut(id);
                 item::set_state(b, item::state(b) | item::FETCHED);
@@ -549,13 +556,16 @@ impl Shard {
         match mode {
             StoreMode::Append | StoreMode::Prepend => {
                 let id = old.expect("checked above");
-                match self.join(key, hash, id, value, mode == StoreMode::Append) {
+                match self.join(key, hash, id, value, mode == StoreMode::Append, None) {
                     Some(_) => StoreResult::Stored,
                     None => StoreResult::NotStored,
                 }
             }
             _ => {
-                if self.put(key, hash, old, flags, expiry, value).is_some() {
+                if self
+                    .put(key, hash, old, flags, expiry, value, None)
+                    .is_some()
+                {
                     StoreResult::Stored
                 } else {
                     if mode == StoreMode::Set {
@@ -568,9 +578,17 @@ impl Shard {
     }
 
     /// Appends (or prepends) `value` to item `id`'s value, keeping its flags and
-    /// expiry; the joined item's chunk, or None if it would be too large or no
-    /// chunk could be had.
-    fn join(&mut self, key: &[u8], hash: u64, id: u32, value: &[u8], append: bool) -> Option<u32> {
+    /// expiry, with CAS `cas` (None: the next in sequence); the joined item's
+    /// chunk, or None if it would be too large or no chunk could be had.
+    fn join(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        id: u32,
+        value: &[u8],
+        append: bool,
+        cas: Option<u64>,
+    ) -> Option<u32> {
         let b = self.slabs.item(id);
         let (old_flags, old_expiry) = (item::flags(b), item::expiry(b));
         let old_value = item::value(b);
@@ -586,7 +604,7 @@ impl Shard {
             joined.extend_from_slice(value);
             joined.extend_from_slice(old_value);
         }
-        let new = self.put(key, hash, Some(id), old_flags, old_expiry, &joined);
+        let new = self.put(key, hash, Some(id), old_flags, old_expiry, &joined, cas);
         self.scratch = joined;
         new
     }
@@ -620,7 +638,7 @@ impl Shard {
             return ArithResult::NotFound;
         };
         let expiry = item::expiry(self.slabs.item(id));
-        match self.add_delta(key, hash, id, incr, delta, expiry) {
+        match self.add_delta(key, hash, id, incr, delta, expiry, None) {
             Ok((value, _)) => ArithResult::Value(value),
             Err(DeltaError::NonNumeric) => ArithResult::NonNumeric,
             Err(DeltaError::NoRoom) => ArithResult::NotFound,
@@ -632,7 +650,9 @@ impl Shard {
     /// client flags stay. As in memcached, which rewrites digits that fit in
     /// place and makes a new item for longer ones, the fetched, stale and
     /// win-token bits stay unless the number grew longer. Increments wrap at
-    /// 2^64, decrements stop at 0.
+    /// 2^64, decrements stop at 0. The new item's CAS is `cas` (None: the next in
+    /// sequence).
+    #[allow(clippy::too_many_arguments)]
     fn add_delta(
         &mut self,
         key: &[u8],
@@ -641,6 +661,7 @@ impl Shard {
         incr: bool,
         delta: u64,
         expiry: u32,
+        cas: Option<u64>,
     ) -> Result<(u64, u32), DeltaError> {
         let b = self.slabs.item(id);
         let current = parse_u64(item::value(b)).ok_or(DeltaError::NonNumeric)?;
@@ -656,7 +677,7 @@ impl Shard {
         let put = if self.too_large(key.len(), text.len()) {
             None
         } else {
-            self.put(key, hash, Some(id), flags, expiry, text)
+            self.put(key, hash, Some(id), flags, expiry, text, cas)
         };
         let Some(id) = put else {
             // The new digits do not fit anywhere (a shard with almost no memory,
@@ -843,10 +864,11 @@ impl Shard {
     }
 
     /// The class id (from 1) an item with these lengths is stored in, or None if
-    /// it is larger than any chunk.
+    /// it is larger than any chunk: with flags 0 and no expiry (each adds 4
+    /// bytes, `item.rs`).
     pub fn class_for_item(&self, key_len: usize, value_len: usize) -> Option<usize> {
         self.slabs
-            .class_for(item::total_size(key_len, value_len))
+            .class_for(item::total_size(key_len, value_len, 0, 0, 0))
             .map(|c| c + 1)
     }
 
@@ -865,9 +887,12 @@ impl Shard {
     }
 
     /// Whether an item of this key and value is over the limits: a key over
-    /// [`KEY_MAX`], or header, key and value over `max_item_size` (`-I`).
+    /// [`KEY_MAX`], or header, key and value over `max_item_size` (`-I`). The
+    /// header counted is the largest form, as memcached's is the same for every
+    /// item: the longest value does not depend on the flags or expiry, and an
+    /// item can always be rewritten in a larger form.
     fn too_large(&self, key_len: usize, value_len: usize) -> bool {
-        key_len > KEY_MAX || item::total_size(key_len, value_len) > self.config.max_item_size
+        key_len > KEY_MAX || item::bounded_size(key_len, value_len) > self.config.max_item_size
     }
 
     fn next_cas(&mut self) -> u64 {
@@ -966,14 +991,63 @@ impl Shard {
         self.policy.access(&mut self.slabs, class, id, hash);
     }
 
-    fn set_expiry(&mut self, id: u32, expiry: u32) {
+    /// Gives item `id` of `key` a new expiry; returns the item's chunk, which
+    /// changes when the item had no expiry field (`regrow`), or None if it had to
+    /// go for want of memory.
+    fn set_expiry(&mut self, key: &[u8], hash: u64, id: u32, expiry: u32) -> Option<u32> {
         let b = self.slabs.item_mut(id);
         // Unchanged: the heap already holds (expiry, id), and another copy could
         // never be swept out (every copy is current).
-        if item::expiry(b) != expiry {
-            item::set_expiry(b, expiry);
-            self.ttl_push(expiry, id);
+        if item::expiry(b) == expiry {
+            return Some(id);
         }
+        if !item::set_expiry(b, expiry) {
+            let cas = item::cas(b);
+            return self.regrow(key, hash, id, expiry, cas);
+        }
+        self.ttl_push(expiry, id);
+        Some(id)
+    }
+
+    /// Gives item `id` of `key` CAS `cas` (`E`, or a stale mark's new CAS), as
+    /// [`set_expiry`](Self::set_expiry) does the expiry.
+    ///
+    /// As in memcached the shard's own sequence does not move to a client's CAS:
+    /// raising it to a client's value could exhaust it
+    /// (`E18446744073709551615`). So an item given a CAS above the sequence
+    /// survives a later `flush_all` (memcached flushes it by time), and one given
+    /// a CAS at or below a past flush's counts as flushed.
+    fn set_cas(&mut self, key: &[u8], hash: u64, id: u32, cas: u64) -> Option<u32> {
+        let b = self.slabs.item_mut(id);
+        if item::set_cas(b, cas) {
+            return Some(id);
+        }
+        let expiry = item::expiry(b);
+        self.regrow(key, hash, id, expiry, cas)
+    }
+
+    /// Rewrites item `id` of `key` with this expiry and CAS in the larger header
+    /// form they need (`item.rs`), keeping its value, flags, state bits and last
+    /// access; the item's new chunk, or None if no chunk could be had (then the
+    /// item is dropped, as an eviction would have). `-I` counts the largest
+    /// form, so the item is never too large for it.
+    fn regrow(&mut self, key: &[u8], hash: u64, id: u32, expiry: u32, cas: u64) -> Option<u32> {
+        let b = self.slabs.item(id);
+        let (flags, state, atime) = (item::flags(b), item::state(b), item::atime(b));
+        let mut value = std::mem::take(&mut self.scratch);
+        value.clear();
+        value.extend_from_slice(item::value(b));
+        let new = self.put(key, hash, Some(id), flags, expiry, &value, Some(cas));
+        self.scratch = value;
+        let Some(new) = new else {
+            self.remove_key(key, hash);
+            return None;
+        };
+        let b = self.slabs.item_mut(new);
+        let kept = state & (item::FETCHED | item::STALE | item::WIN_SENT);
+        item::set_state(b, item::state(b) | kept);
+        item::set_atime(b, atime);
+        Some(new)
     }
 
     fn ttl_push(&mut self, expiry: u32, id: u32) {
@@ -996,8 +1070,10 @@ impl Shard {
 
     /// Writes an item for `key` with `value`, replacing `old` (the key's current
     /// chunk, if any): in place when the new size falls in the same class, else in
-    /// a new chunk (evicting if needed, never `old`). Returns the item's chunk, or
+    /// a new chunk (evicting if needed, never `old`). The item's CAS is `cas`, or
+    /// with None the next in the shard's sequence. Returns the item's chunk, or
     /// None if no chunk could be had; then nothing has changed.
+    #[allow(clippy::too_many_arguments)]
     fn put(
         &mut self,
         key: &[u8],
@@ -1006,8 +1082,10 @@ impl Shard {
         flags: u32,
         expiry: u32,
         value: &[u8],
+        cas: Option<u64>,
     ) -> Option<u32> {
-        let size = item::total_size(key.len(), value.len());
+        let cas = cas.unwrap_or_else(|| self.next_cas());
+        let size = item::total_size(key.len(), value.len(), flags, expiry, cas);
         let class = self.slabs.class_for(size)?;
         if old.is_none() {
             let slabs = &self.slabs;
@@ -1038,7 +1116,6 @@ impl Shard {
             }
             _ => self.alloc(class, old.unwrap_or(NIL))?,
         };
-        let cas = self.next_cas();
         let b = self.slabs.item_mut(id);
         item::init(b, key, flags, expiry, cas, value.len(), self.now);
         item::value_mut(b).copy_from_slice(value);

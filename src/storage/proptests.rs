@@ -15,7 +15,7 @@ use crate::keyhash::key_hash;
 const PAGE: usize = 128 << 10;
 const MAX_ITEM: usize = 64 << 10;
 /// The longest value an item of a `key_of` key (5 bytes) may have.
-const MAX_VALUE: usize = MAX_ITEM - item::HEADER - 5;
+const MAX_VALUE: usize = MAX_ITEM - item::HEADER_MAX - 5;
 const NOW: u32 = 1_700_000_000;
 
 #[derive(Debug, Clone)]

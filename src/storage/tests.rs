@@ -175,7 +175,8 @@ fn set_then_get_returns_value_flags_cas_and_expiry() {
     assert_eq!(st.get_hits, 1);
     assert_eq!(st.curr_items, 1);
     assert_eq!(st.total_items, 1);
-    assert_eq!(st.bytes, (HEADER + 1 + 5) as u64);
+    // The fixed header, the expiry and flags behind it, the key and value.
+    assert_eq!(st.bytes, (item::HEADER_MIN + 4 + 4 + 1 + 5) as u64);
     check_invariants(&s);
 }
 
@@ -303,7 +304,7 @@ fn append_and_prepend_keep_flags_and_expiry() {
 fn append_past_max_item_size_is_not_stored() {
     // The limit is on header + key + value: 100 bytes leave 65 for a value of "k".
     let mut s = Shard::new(ShardConfig::new(8 * MIB, 100)).unwrap();
-    let most = 100 - HEADER - 1;
+    let most = 100 - HEADER_MAX - 1;
     set(&mut s, b"k", &[b'a'; 60]);
     assert_eq!(
         store_at(&mut s, StoreMode::Append, b"k", &vec![b'b'; most - 59], T0),
@@ -510,7 +511,7 @@ fn an_increment_past_the_item_limit_drops_the_item() {
     // 34-byte header + 57-byte key + 9 digits is exactly the 100-byte limit;
     // a tenth digit cannot be stored, and a stale count is not kept.
     let mut s = Shard::new(ShardConfig::new(8 * MIB, 100)).unwrap();
-    let key = [b'n'; 100 - HEADER - 9];
+    let key = [b'n'; 100 - HEADER_MAX - 9];
     assert_eq!(set(&mut s, &key, b"999999998"), StoreResult::Stored);
     assert_eq!(
         arith(&mut s, &key, true, 1),
@@ -546,7 +547,7 @@ fn empty_and_maximum_values_are_stored() {
     assert_eq!(set(&mut s, b"e", b""), StoreResult::Stored);
     assert_eq!(get(&mut s, b"e").unwrap(), b"");
     // The largest item is exactly -I: header, the longest key and the value.
-    let most = MIB - HEADER - KEY_MAX;
+    let most = MIB - HEADER_MAX - KEY_MAX;
     let max = vec![b'm'; most];
     let key = [b'K'; KEY_MAX];
     assert_eq!(
@@ -687,10 +688,12 @@ fn full_class_evicts_least_recently_used_first() {
 fn eviction_prefers_expired_items_near_the_tail() {
     let mut s = shard(MIB);
     let value = [b'v'; 100];
-    let class = s.class_for_item(key(0).len(), value.len()).unwrap();
+    // Every item has an expiry (4 header bytes), so all are in one class; only
+    // the third is due.
+    let class = s.class_for_item(key(0).len(), value.len() + 4).unwrap();
     let per_page = s.slab_class_stats()[class - 1].chunks_per_page as usize;
     for i in 0..per_page {
-        let exp = if i == 2 { T0 + 1 } else { 0 };
+        let exp = if i == 2 { T0 + 1 } else { T0 + 1000 };
         s.store(
             StoreMode::Set,
             &key(i),
@@ -702,7 +705,15 @@ fn eviction_prefers_expired_items_near_the_tail() {
         );
     }
     let new = key(per_page);
-    let r = s.store(StoreMode::Set, &new, key_hash(&new), 0, 0, &value, T0 + 1);
+    let r = s.store(
+        StoreMode::Set,
+        &new,
+        key_hash(&new),
+        0,
+        T0 + 1000,
+        &value,
+        T0 + 1,
+    );
     assert_eq!(r, StoreResult::Stored);
     let st = s.stats();
     assert_eq!((st.evictions, st.reclaimed), (0, 1));
@@ -796,7 +807,7 @@ fn slab_stats_and_cachedump_describe_a_class() {
     assert_eq!((c.total_pages, c.used_chunks, c.number), (1, 5, 5));
     assert_eq!(c.total_chunks, c.chunks_per_page);
     assert_eq!(c.free_chunks, c.total_chunks - 5);
-    assert!(c.chunk_size as usize >= HEADER + key(0).len() + 3);
+    assert!(c.chunk_size as usize >= item::HEADER_MIN + key(0).len() + 3);
     // A read in the second the item was last used leaves it in place; a read in
     // a later second moves it to the front.
     let dump = |s: &Shard, class, limit| -> Vec<(Vec<u8>, usize, u32)> {
@@ -819,7 +830,7 @@ fn slab_stats_and_cachedump_describe_a_class() {
 /// Bytes each item costs: the header inside the chunk, the index slot outside.
 #[test]
 fn bytes_per_item_stay_small() {
-    const { assert!(HEADER <= 36) };
+    const { assert!(item::HEADER_MIN <= 22) };
     let mut s = shard(64 * MIB);
     let n = 100_000;
     for i in 0..n {
@@ -828,9 +839,13 @@ fn bytes_per_item_stay_small() {
     // 64-byte buckets of 12 slots, 90% full at most, growing by a quarter.
     let index_bytes = s.index.heap_bytes();
     let per_item = index_bytes as f64 / n as f64;
-    eprintln!("header {HEADER} B, index {per_item:.1} B/item");
+    eprintln!("index {per_item:.1} B/item");
     assert!(per_item <= 7.5, "index costs {per_item} B/item");
-    assert_eq!(s.stats().bytes, (n * (HEADER + key(0).len() + 10)) as u64);
+    // No flags, no expiry: the fixed header only.
+    assert_eq!(
+        s.stats().bytes,
+        (n * (item::HEADER_MIN + key(0).len() + 10)) as u64
+    );
 }
 
 #[test]
@@ -1013,12 +1028,9 @@ fn policy_keeps_a_hot_set_through_a_scan_in_the_shard() {
 
 #[test]
 fn overhead_per_item_outside_the_chunk_is_small() {
-    // 14-byte keys and 100-byte values: a 148-byte item (34-byte header), in a
-    // 152-byte chunk with growth factor 1.05 (`-f 1.05`; the default 1.25 puts it
-    // in a 176-byte chunk).
-    let mut config = ShardConfig::new(64 * MIB, MAX_ITEM);
-    config.growth_factor = 1.05;
-    let mut s = Shard::new(config).unwrap();
+    // 14-byte keys and 100-byte values, no flags or expiry: a 136-byte item
+    // (22-byte header), in the default classes' 136-byte chunk.
+    let mut s = Shard::new(ShardConfig::new(64 * MIB, MAX_ITEM)).unwrap();
     let n = 100_000;
     let value = [b'v'; 100];
     for i in 0..n {
@@ -1027,7 +1039,7 @@ fn overhead_per_item_outside_the_chunk_is_small() {
         assert_eq!(set(&mut s, k.as_bytes(), &value), StoreResult::Stored);
     }
     let class = s.class_for_item(14, 100).unwrap();
-    assert_eq!(s.slab_class_stats()[class - 1].chunk_size, 152);
+    assert_eq!(s.slab_class_stats()[class - 1].chunk_size, 136);
     let st = s.stats();
     assert_eq!(st.curr_items, n as u64);
     let pages = st.total_pages as usize * MIB;
@@ -1042,7 +1054,7 @@ fn overhead_per_item_outside_the_chunk_is_small() {
         "{outside:.1} bytes per item outside the arena"
     );
     assert!(
-        per_item <= 144.0 + 30.0 + 2.0,
+        per_item <= 136.0 + 30.0 + 2.0,
         "{per_item:.1} bytes per item"
     );
     check_invariants(&s);
@@ -1118,5 +1130,84 @@ fn idle_memory_moves_to_a_starving_class_without_evicting() {
         );
     }
     assert_eq!(get(&mut s, b"big"), Some(big));
+    check_invariants(&s);
+}
+
+// ----- header forms (`item.rs`): fields an item gains after it was stored --------
+
+/// A touch that gives an item its first expiry rewrites it in the larger form:
+/// value, flags, CAS, fetched bit and last access stay; the expiry works.
+#[test]
+fn a_first_expiry_rewrites_the_item_in_its_larger_form() {
+    let mut s = shard(8 * MIB);
+    let h = key_hash(b"k");
+    // 22-byte header + 1 + 113 = 136 bytes, the whole of a default chunk: the
+    // 4 bytes of an expiry move it to the next class.
+    let value = [b'v'; 113];
+    s.store(StoreMode::Set, b"k", h, 0, 0, &value, T0);
+    let small = s.class_for_item(1, 113).unwrap();
+    assert_eq!(s.slab_class_stats()[small - 1].chunk_size, 136);
+    let cas = s.get(b"k", h, T0).unwrap().cas;
+    assert!(s.touch(b"k", h, T0 + 50, T0 + 1));
+    let v = s.get(b"k", h, T0 + 2).unwrap();
+    assert_eq!(
+        (v.value, v.flags, v.cas, v.expiry),
+        (&value[..], 0, cas, T0 + 50)
+    );
+    let st = s.slab_class_stats();
+    assert_eq!(st[small - 1].used_chunks, 0, "the old chunk was given back");
+    assert_eq!(st[small].used_chunks, 1, "the item is in the next class");
+    assert_eq!(s.stats().bytes, (136 + 4) as u64);
+    assert_eq!(get_at(&mut s, b"k", T0 + 50), None, "the new expiry holds");
+    // Within its class (room in the chunk) the form changes in place, and gat
+    // takes the same path.
+    s.store(StoreMode::Set, b"j", key_hash(b"j"), 0xF1A6, 0, b"x", T0);
+    let cas = s.get(b"j", key_hash(b"j"), T0).unwrap().cas;
+    let v = s.get_and_touch(b"j", key_hash(b"j"), T0 + 9, T0).unwrap();
+    assert_eq!(
+        (v.value, v.flags, v.cas, v.expiry),
+        (&b"x"[..], 0xF1A6, cas, T0 + 9)
+    );
+    assert_eq!(get_at(&mut s, b"j", T0 + 9), None);
+    check_invariants(&s);
+}
+
+/// `md ... I E<cas>` with a CAS over 48 bits on an item stored with a shard CAS:
+/// the item is rewritten, stale, with the client's CAS and its own value.
+#[test]
+fn a_wide_client_cas_rewrites_the_item() {
+    let mut s = shard(8 * MIB);
+    let h = key_hash(b"k");
+    s.store(StoreMode::Set, b"k", h, 3, T0 + 100, b"value", T0);
+    let wide = u64::MAX - 5;
+    let opts = MetaDelete {
+        invalidate: true,
+        new_cas: Some(wide),
+        touch: Some(T0 + 30),
+        ..MetaDelete::default()
+    };
+    assert_eq!(s.meta_delete(b"k", h, opts, T0), MetaDeleteResult::Deleted);
+    let v = s.get(b"k", h, T0).unwrap();
+    assert_eq!(
+        (v.value, v.flags, v.cas, v.expiry),
+        (&b"value"[..], 3, wide, T0 + 30)
+    );
+    let d = s.meta_debug(b"k", h, T0).unwrap();
+    assert_eq!(d.size, item::HEADER_MIN + 4 + 4 + 2 + 1 + 5);
+    check_invariants(&s);
+}
+
+/// With no memory to rewrite it into, an item that must grow is dropped (as an
+/// eviction would have) rather than kept without the expiry it was given.
+#[test]
+fn an_item_that_cannot_grow_is_dropped_not_left_without_its_expiry() {
+    // One page, held by the item's own class: the larger form has nowhere to go.
+    let mut s = Shard::new(ShardConfig::new(MIB, 64 * 1024)).unwrap();
+    let h = key_hash(b"k");
+    let value = [b'v'; 113];
+    assert_eq!(set(&mut s, b"k", &value), StoreResult::Stored);
+    assert!(!s.touch(b"k", h, T0 + 50, T0));
+    assert_eq!(get(&mut s, b"k"), None);
+    assert_eq!(s.stats().curr_items, 0);
     check_invariants(&s);
 }

@@ -7,7 +7,7 @@
 //! ```text
 //! offset 0            header (fixed part, 128 bytes, little-endian)
 //!        0   magic        8 bytes  "CCARENA\0"
-//!        8   version      u32      FORMAT_VERSION: LAYOUT_VERSION << 16 | item::HEADER
+//!        8   version      u32      FORMAT_VERSION: LAYOUT_VERSION << 16 | item::HEADER_MIN
 //!        12  clean        u32      1 = written by a clean shutdown, else 0
 //!        16  page_size    u64   -+
 //!        24  min_chunk    u64    |
@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::item::{self, HEADER};
+use super::item::{self, HEADER_MIN};
 use super::slab::{Layout, Slabs, NO_CLASS};
 use super::{Shard, ShardConfig, KEY_MAX};
 use crate::keyhash::key_hash;
@@ -59,11 +59,12 @@ use crate::keyhash::key_hash;
 /// The first 8 bytes of every memory file.
 pub(crate) const MAGIC: [u8; 8] = *b"CCARENA\0";
 /// Bump when the file layout or the meaning of any item header field changes
-/// (a change of `item::HEADER`'s size changes the version by itself).
+/// (a change of `item::HEADER_MIN` changes the version by itself).
 /// 2: `max_item_size` bounds the whole item (header, key, value), not the value.
-const LAYOUT_VERSION: u32 = 2;
+/// 3: item headers have forms (optional expiry, flags, CAS and length bits).
+const LAYOUT_VERSION: u32 = 3;
 /// The version a memory file must carry to be used.
-pub(crate) const FORMAT_VERSION: u32 = (LAYOUT_VERSION << 16) | HEADER as u32;
+pub(crate) const FORMAT_VERSION: u32 = (LAYOUT_VERSION << 16) | HEADER_MIN as u32;
 
 const O_VERSION: usize = 8;
 const O_CLEAN: usize = 12;
@@ -482,10 +483,13 @@ impl Shard {
         if key_len == 0 || key_len > KEY_MAX {
             return bad("bad key length");
         }
-        let size = item::total_size(key_len, value_len);
-        if size > self.config.max_item_size {
+        if item::bounded_size(key_len, value_len) > self.config.max_item_size {
             return bad("item larger than the max item size");
         }
+        // The header's form bits decide its length; the size reads only the
+        // header, which every chunk holds whole (chunks are at least
+        // `HEADER_MAX` + 2 bytes).
+        let size = item::size(b);
         if size > b.len() || self.slabs.class_for(size) != Some(class) {
             return bad("item size does not fit its class");
         }
@@ -773,7 +777,7 @@ mod tests {
         let g_header = (FIXED + TABLE_ENTRY * 4).next_multiple_of(HEADER_ALIGN);
         {
             let f = OpenOptions::new().write(true).open(&t.file.path).unwrap();
-            f.write_all_at(&[0], (g_header + HEADER - 2) as u64)
+            f.write_all_at(&[0], (g_header + item::KEY_LEN) as u64)
                 .unwrap();
         }
         let (mut s, start) = open_at(&t, 4 * MIB, T0);
