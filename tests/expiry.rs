@@ -151,3 +151,50 @@ fn expired_reads_are_counted() {
     assert_eq!(c.stat("get_expired") + c.stat("expired_unfetched"), 1);
     assert_eq!(c.stat("curr_items"), 0);
 }
+
+/// An item stored without an expiry is stored without room for one (a smaller
+/// header, `storage/item.rs`); the first touch, gat or mg T rewrites it with
+/// one. Whatever the value size (some of these fill their chunk, so the
+/// rewrite moves them to the next slab class), the value, flags and CAS stay
+/// and the new TTL holds.
+#[test]
+fn a_first_expiry_keeps_the_item_whole() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let lens: Vec<usize> = (100..=140).collect();
+    let mut before = Vec::new();
+    for &len in &lens {
+        let key = format!("grow{len}");
+        let value = vec![b'a' + (len % 26) as u8; len];
+        c.expect(
+            format!(
+                "set {key} 0 0 {len}\r\n{}\r\n",
+                String::from_utf8(value).unwrap()
+            ),
+            "STORED\r\n",
+        );
+        before.push(c.gets(&key).expect("stored"));
+    }
+    for (i, &len) in lens.iter().enumerate() {
+        let key = format!("grow{len}");
+        match i % 3 {
+            0 => c.expect(format!("touch {key} 2\r\n"), "TOUCHED\r\n"),
+            1 => {
+                c.send(format!("gat 2 {key}\r\n"));
+                c.expect_reply(format!("VALUE {key} 0 {len}\r\n"));
+                c.read_exact(len + 2);
+                c.expect_reply("END\r\n");
+            }
+            _ => c.expect(format!("mg {key} T2\r\n"), "HD\r\n"),
+        }
+        assert_eq!(
+            c.gets(&key),
+            Some(before[i].clone()),
+            "{key} after its first expiry"
+        );
+    }
+    sleep_s(2.5);
+    for &len in &lens {
+        c.expect(format!("get grow{len}\r\n"), "END\r\n");
+    }
+}

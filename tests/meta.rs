@@ -850,3 +850,24 @@ fn two_hundred_concurrent_vivifies_get_exactly_one_win() {
         assert!(l.starts_with("VA 0 s0 c"), "{l}");
     }
 }
+
+/// A client CAS over 48 bits given to an item stored with the server's own
+/// (`md I E`: the item is rewritten with room for it, `storage/item.rs`):
+/// the item keeps its value and flags and reports the client's CAS.
+#[test]
+fn a_wide_client_cas_on_a_stored_item() {
+    // md E came after 1.6.18 (docs/protocol.md).
+    if skip_unless_corecache("md E") {
+        return;
+    }
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    c.expect("ms wide 5 F7\r\nhello\r\n", "HD\r\n");
+    c.expect("md wide I E18446744073709551610 T30\r\n", "HD\r\n");
+    c.expect(
+        "mg wide v f c\r\n",
+        "VA 5 f7 c18446744073709551610 X W\r\nhello\r\n",
+    );
+    c.expect("ms wide 2 C18446744073709551610\r\nhi\r\n", "HD\r\n");
+    c.expect("mg wide v f\r\n", "VA 2 f0\r\nhi\r\n");
+}
