@@ -217,10 +217,8 @@ impl Shard {
     ) -> Option<MetaHit<'_>> {
         self.tick(now);
         let (id, created) = match self.find_for_read(key, hash) {
-            Some(id) => {
-                self.stats.get_hits += 1;
-                (id, false)
-            }
+            // Counted below: giving it an expiry may still lose it.
+            Some(id) => (id, false),
             None => {
                 self.stats.get_misses += 1;
                 opts.ttl.vivify()?;
@@ -234,11 +232,22 @@ impl Shard {
         let idle = now.saturating_sub(item::atime(b));
         let start = if created { 0 } else { item::expiry(b) };
         let ttl = opts.ttl.apply(start, created, now);
-        let id = self.set_expiry(key, hash, id, ttl.expiry)?;
+        // A first expiry may move the item (`regrow`), or with no memory for
+        // that, drop it: then the read misses.
+        let Some(id) = self.set_expiry(key, hash, id, ttl.expiry) else {
+            if !created {
+                self.stats.get_misses += 1;
+            }
+            return None;
+        };
+        if !created {
+            self.stats.get_hits += 1;
+        }
         let already_won = state & WIN_SENT != 0;
         let stale = state & STALE != 0;
         let win = !already_won && (created || stale || ttl.recache);
-        let mut new_state = state;
+        // From the item's chunk as it is now: a move changed its list.
+        let mut new_state = item::state(self.slabs.item(id));
         if win {
             new_state |= WIN_SENT;
         }

@@ -394,8 +394,10 @@ impl Shard {
                 config.page_size, config.max_item_size
             )));
         }
-        if config.max_item_size > u32::MAX as usize {
-            return Err(invalid("max item size must fit in 32 bits".into()));
+        // An item header holds value lengths of up to 30 bits (`item.rs`);
+        // memcached's -I stops at 1 GiB too.
+        if config.max_item_size > item::VALUE_LEN_MAX + 1 {
+            return Err(invalid("max item size must be at most 1 GiB".into()));
         }
         Ok(config
             .min_chunk_size
@@ -1047,6 +1049,9 @@ impl Shard {
         let kept = state & (item::FETCHED | item::STALE | item::WIN_SENT);
         item::set_state(b, item::state(b) | kept);
         item::set_atime(b, atime);
+        // The same item in another form: not a store (memcached counts none
+        // for touch).
+        self.stats.total_items -= 1;
         Some(new)
     }
 
@@ -1114,7 +1119,17 @@ impl Shard {
                 self.stats.curr_items -= 1;
                 o
             }
-            _ => self.alloc(class, old.unwrap_or(NIL))?,
+            _ => {
+                let id = self.alloc(class, old.unwrap_or(NIL))?;
+                // A key whose new size is of another class keeps its list too:
+                // it is the same key, used now.
+                if let Some(o) = old {
+                    let old_class = self.slabs.class_of(o);
+                    let seg = self.policy.remove(&mut self.slabs, old_class, o);
+                    rewrite = Some(Rewrite::Moved(seg));
+                }
+                id
+            }
         };
         let b = self.slabs.item_mut(id);
         item::init(b, key, flags, expiry, cas, value.len(), self.now);
@@ -1145,7 +1160,8 @@ impl Shard {
                 self.stats.curr_items -= 1;
                 self.stats.bytes -= item::size(self.slabs.item(o)) as u64;
                 self.index.replace(hash, o, id);
-                self.release_chunk(o);
+                // Off its list already (above).
+                self.slabs.free(o);
             }
             None => self.index.insert(hash, id),
         }

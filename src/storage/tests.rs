@@ -1211,3 +1211,46 @@ fn an_item_that_cannot_grow_is_dropped_not_left_without_its_expiry() {
     assert_eq!(s.stats().curr_items, 0);
     check_invariants(&s);
 }
+
+/// A rewrite in a larger form keeps the item on its list, whether it stays in
+/// its chunk's class or moves to the next one, and the lists stay whole
+/// (found by review: `mg T` wrote the old chunk's segment bits on the new one).
+#[test]
+fn a_regrown_item_keeps_its_list() {
+    for (value_len, moves_class) in [(110, true), (100, false)] {
+        let mut s = shard(8 * MIB);
+        let key = |i: usize| format!("k{i:03}").into_bytes();
+        // 22 + 4 + 110 = 136 bytes fill a default chunk; 126 leave room.
+        let value = vec![b'v'; value_len];
+        for i in 0..300 {
+            assert_eq!(set(&mut s, &key(i), &value), StoreResult::Stored);
+        }
+        let hot = key(7);
+        let h = key_hash(&hot);
+        assert!(get_at(&mut s, &hot, T0 + 1).is_some());
+        let id = s.find(&hot, h).unwrap();
+        assert_eq!(s.slabs.segment(id), policy::Segment::Protected);
+        let mut ttl = TtlSteps::default();
+        ttl.push(TtlStep::Touch(T0 + 100));
+        let opts = MetaGet {
+            ttl,
+            ..MetaGet::default()
+        };
+        let hit = s.meta_get(&hot, h, opts, T0 + 2).unwrap();
+        assert_eq!(hit.value, &value[..]);
+        let new = s.find(&hot, h).unwrap();
+        assert_eq!(s.slabs.class_of(new) != s.slabs.class_of(id), moves_class);
+        assert_eq!(s.slabs.segment(new), policy::Segment::Protected);
+        check_invariants(&s);
+        for t in 3..6 {
+            assert!(get_at(&mut s, &hot, T0 + t).is_some());
+            check_invariants(&s);
+        }
+        let st = s.stats();
+        assert_eq!(
+            (st.get_hits, st.total_items),
+            (5, 300),
+            "the rewrite is no store"
+        );
+    }
+}
