@@ -25,6 +25,16 @@ enum Op {
     Delete(u8),
     Arith(u8, bool, u64),
     Get(u8),
+    /// touch with no expiry (false) or one far in the future (true): the first
+    /// expiry rewrites an item in a larger header (`Shard::regrow`).
+    Touch(u8, bool),
+    /// mg with T (far in the future) and v.
+    MetaGetTouch(u8),
+    /// md I with a client CAS over 48 bits: another regrow, the item stays.
+    InvalidateWideCas(u8),
+    /// The clock moves a second on: later uses move items on their lists
+    /// (within a second they keep their place).
+    Tick,
     /// Only in the small-memory test: a new limit in pages.
     Limit(usize),
 }
@@ -53,7 +63,11 @@ fn op(with_limit: bool) -> impl Strategy<Value = Op> {
         2 => (key.clone(), prop_oneof![any::<u64>(), 0..100u64]).prop_map(|(k, n)| Op::SetNum(k, n)),
         1 => key.clone().prop_map(Op::Delete),
         2 => (key.clone(), any::<bool>(), prop_oneof![any::<u64>(), 0..10u64]).prop_map(|(k, i, d)| Op::Arith(k, i, d)),
-        4 => key.prop_map(Op::Get),
+        4 => key.clone().prop_map(Op::Get),
+        2 => (key.clone(), any::<bool>()).prop_map(|(k, far)| Op::Touch(k, far)),
+        1 => key.clone().prop_map(Op::MetaGetTouch),
+        1 => key.prop_map(Op::InvalidateWideCas),
+        2 => Just(Op::Tick),
         limit_weight => (2..10usize).prop_map(Op::Limit),
     ]
 }
@@ -149,10 +163,16 @@ fn apply_model(model: &mut HashMap<Vec<u8>, Vec<u8>>, op: &Op) -> Expected {
                 }
             },
         }),
-        Op::Get(k) => Expected::Get(model.get(&key_of(k)).cloned()),
-        Op::Limit(_) => Expected::Nothing,
+        Op::Get(k) | Op::MetaGetTouch(k) => Expected::Get(model.get(&key_of(k)).cloned()),
+        Op::Touch(k, _) | Op::InvalidateWideCas(k) => {
+            Expected::Bool(model.contains_key(&key_of(k)))
+        }
+        Op::Tick | Op::Limit(_) => Expected::Nothing,
     }
 }
+
+/// An expiry no test runs long enough to reach.
+const FAR: u32 = NOW + 1_000_000;
 
 #[derive(Debug, PartialEq)]
 enum Expected {
@@ -163,26 +183,59 @@ enum Expected {
     Nothing,
 }
 
-fn apply_shard(s: &mut Shard, op: &Op) -> Expected {
+/// Applies `op` to the shard at time `*now` (which `Op::Tick` advances).
+fn apply_shard(s: &mut Shard, op: &Op, now: &mut u32) -> Expected {
+    let t = *now;
     match *op {
         Op::Store(mode, k, len, seed) => {
             let key = key_of(k);
             let v = value_of(len, seed);
-            Expected::Store(s.store(mode, &key, key_hash(&key), 0, 0, &v, NOW))
+            // Some with flags, so that items of every header form are stored.
+            let flags = if seed % 2 == 1 { seed as u32 } else { 0 };
+            Expected::Store(s.store(mode, &key, key_hash(&key), flags, 0, &v, t))
         }
         Op::SetNum(k, n) => {
             let key = key_of(k);
             let v = n.to_string().into_bytes();
-            Expected::Store(s.store(StoreMode::Set, &key, key_hash(&key), 0, 0, &v, NOW))
+            Expected::Store(s.store(StoreMode::Set, &key, key_hash(&key), 0, 0, &v, t))
         }
-        Op::Delete(k) => Expected::Bool(s.delete(&key_of(k), key_hash(&key_of(k)), NOW)),
+        Op::Delete(k) => Expected::Bool(s.delete(&key_of(k), key_hash(&key_of(k)), t)),
         Op::Arith(k, incr, d) => {
-            Expected::Arith(s.arith(&key_of(k), key_hash(&key_of(k)), incr, d, NOW))
+            Expected::Arith(s.arith(&key_of(k), key_hash(&key_of(k)), incr, d, t))
         }
         Op::Get(k) => Expected::Get(
-            s.get(&key_of(k), key_hash(&key_of(k)), NOW)
+            s.get(&key_of(k), key_hash(&key_of(k)), t)
                 .map(|v| v.value.to_vec()),
         ),
+        Op::Touch(k, far) => {
+            let expiry = if far { FAR } else { 0 };
+            Expected::Bool(s.touch(&key_of(k), key_hash(&key_of(k)), expiry, t))
+        }
+        Op::MetaGetTouch(k) => {
+            let mut ttl = TtlSteps::default();
+            ttl.push(TtlStep::Touch(FAR));
+            let opts = MetaGet {
+                ttl,
+                ..MetaGet::default()
+            };
+            Expected::Get(
+                s.meta_get(&key_of(k), key_hash(&key_of(k)), opts, t)
+                    .map(|v| v.value.to_vec()),
+            )
+        }
+        Op::InvalidateWideCas(k) => {
+            let opts = MetaDelete {
+                invalidate: true,
+                new_cas: Some(u64::MAX - k as u64),
+                ..MetaDelete::default()
+            };
+            let r = s.meta_delete(&key_of(k), key_hash(&key_of(k)), opts, t);
+            Expected::Bool(r == MetaDeleteResult::Deleted)
+        }
+        Op::Tick => {
+            *now += 1;
+            Expected::Nothing
+        }
         Op::Limit(pages) => {
             s.set_memory_limit(pages * PAGE);
             Expected::Nothing
@@ -197,10 +250,12 @@ proptest! {
     fn agrees_with_a_hashmap_when_memory_is_plentiful(ops in prop::collection::vec(op(false), 1..120)) {
         let mut s = Shard::new(config(512)).unwrap();
         let mut model = HashMap::new();
+        let mut now = NOW;
         for op in &ops {
             let want = apply_model(&mut model, op);
-            let got = apply_shard(&mut s, op);
+            let got = apply_shard(&mut s, op, &mut now);
             prop_assert_eq!(got, want, "op {:?}", op);
+            check_invariants(&s);
         }
         check_invariants(&s);
         prop_assert_eq!(s.stats().evictions, 0);
@@ -215,6 +270,7 @@ proptest! {
         let pages = 4;
         let mut s = Shard::new(config(pages)).unwrap();
         let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut now = NOW;
         for op in &ops {
             // Evictions since the last step: forget what the shard dropped, and
             // check that what it kept is exactly the model's.
@@ -226,7 +282,7 @@ proptest! {
                 }
             }
             let want = apply_model(&mut model, op);
-            let got = apply_shard(&mut s, op);
+            let got = apply_shard(&mut s, op, &mut now);
             prop_assert_eq!(got, want, "op {:?}", op);
             let st = s.stats();
             prop_assert!(st.total_pages as usize * PAGE <= st.memory_limit as usize);
