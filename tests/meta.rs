@@ -871,3 +871,40 @@ fn a_wide_client_cas_on_a_stored_item() {
     c.expect("ms wide 2 C18446744073709551610\r\nhi\r\n", "HD\r\n");
     c.expect("mg wide v f\r\n", "VA 2 f0\r\nhi\r\n");
 }
+
+/// Found by a differential fuzz run: `mg ... T` giving an item its first
+/// expiry rewrote it (a larger header) and then wrote the old chunk's list
+/// bits on the new one; `stats cachedump` looped and a later store into the
+/// class stopped the core. The fuzzer's minimal sequence, whole.
+#[test]
+fn mg_t_moving_an_item_keeps_the_server_whole() {
+    // One core and the fuzzer's memory: every key in one shard, as found.
+    let s = Server::builder().args(&["-t", "1", "-m", "64"]).start();
+    let mut c = s.client();
+    let set = |c: &mut Client, key: &str, ttl: u32, len: usize| {
+        c.expect(
+            format!("set {key} 0 {ttl} {len}\r\n{}\r\n", "a".repeat(len)),
+            "STORED\r\n",
+        );
+    };
+    set(&mut c, "k3", 0, 16388);
+    set(&mut c, "k2", 0, 16385);
+    c.send("mg k3 T400 v\r\n");
+    c.expect_reply("VA 16388\r\n");
+    c.read_exact(16388 + 2);
+    set(&mut c, "k4", 0, 16373);
+    c.expect("touch k4 300\r\n", "TOUCHED\r\n");
+    set(&mut c, "k3", 0, 45095);
+    set(&mut c, "k1", 0, 16388);
+    c.send("mg k4 T400 v\r\n");
+    c.expect_reply("VA 16373\r\n");
+    c.read_exact(16373 + 2);
+    c.expect("delete k1\r\n", "DELETED\r\n");
+    set(&mut c, "k0", 0, 16381);
+    set(&mut c, "k4", 500, 138);
+    set(&mut c, "k2", 500, 117);
+    set(&mut c, "k2", 0, 16381);
+    for (key, len) in [("k0", 16381), ("k2", 16381), ("k3", 45095), ("k4", 138)] {
+        assert_eq!(c.get(key).map(|v| v.len()), Some(len), "{key}");
+    }
+}
