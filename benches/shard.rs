@@ -74,9 +74,10 @@ fn bench(c: &mut Criterion) {
     // The server's pipelined path: 16 gets of keys in random order, their
     // buckets and items prefetched first, the keys laid out one after another
     // like a receive buffer (reading them is sequential, so only the shard's
-    // own memory accesses miss). Over all 100k items (17 MB of 176-byte chunks,
-    // far beyond L2), with and without huge pages for the arena (-L); and over
-    // 1000 of them (176 KB, cached): the instructions alone, without the misses.
+    // own memory accesses miss). Over all 100k items (13.6 MB of 136-byte chunks,
+    // far beyond L2; 17.6 MB of 176-byte chunks before the header forms of
+    // 2c1297c), with and without huge pages for the arena (-L); and over 1000 of
+    // them (136 KB, cached): the instructions alone, without the misses.
     let key_len = ks[0].0.len();
     assert!(ks.iter().all(|(k, _)| k.len() == key_len));
     for (name, huge_pages, hot) in [
@@ -114,7 +115,7 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1));
     }
 
-    // 4 MiB holds ~24k items of this size: 200k rotating keys keep every set
+    // 4 MiB holds ~31k items of this size: 200k rotating keys keep every set
     // evicting the LRU tail.
     let ks = keys(200_000);
     let mut s = filled(4 * MIB + 4096, &ks, &value);

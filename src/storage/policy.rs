@@ -223,7 +223,7 @@ impl Policy {
     /// of demoting its LRU end to probation on each promotion: with memory to
     /// spare, a read of a probation entry would otherwise move two entries and
     /// touch four neighbours (12% of the CPU time per request of the `default`
-    /// benchmark workload, whose 17 MB of items sit in a 256 MB cache).
+    /// benchmark workload, whose 13.6 MB of items sit in a 256 MB cache).
     pub fn set_pressure(&mut self, pressure: bool) {
         if pressure == self.pressure {
             return;
