@@ -228,3 +228,72 @@ fn flush_all_is_ordered_with_forwarded_requests() {
         );
     }
 }
+
+/// The load generator's smart-client mode (`corecache-bench run --core-ports
+/// BASE:CORES`, for the scaling runs through per-core ports): each connection
+/// asks its core only for keys that core owns, so the measured run forwards
+/// nothing between cores; through the shared port about half is forwarded.
+#[test]
+fn bench_routed_by_core_forwards_nothing() {
+    let Some(s) = start() else { return };
+    let bench = env!("CARGO_BIN_EXE_corecache-bench");
+    let run = |extra: &[String]| {
+        let mut args: Vec<String> = [
+            "run",
+            "--port",
+            &s.port.to_string(),
+            "--pipeline",
+            "4",
+            "--conns",
+            "4",
+            "--keys",
+            "2000",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        let out = std::process::Command::new(bench)
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("errors 0, key mismatches 0, connection errors 0"),
+            "{text}"
+        );
+        text
+    };
+    let mut c = s.client();
+    // The probe and the prefill go through the shared port; count from here.
+    let routed = [format!("--core-ports={}:{CORES}", s.core_ports[0])];
+    run(&routed);
+    let (forwarded, gets) = (c.stat("forwarded_requests"), c.stat("cmd_get"));
+    run(&routed);
+    assert!(
+        c.stat("cmd_get") > gets + 1000,
+        "the routed run served gets"
+    );
+    // The second run's probe and its prefill of 2000 keys (half of them owned by
+    // the other core) are all it may forward.
+    let probe_and_prefill = 2 + 2000;
+    assert!(
+        c.stat("forwarded_requests") <= forwarded + probe_and_prefill,
+        "routed requests were forwarded"
+    );
+    let forwarded = c.stat("forwarded_requests");
+    run(&[]);
+    assert!(
+        c.stat("forwarded_requests") > forwarded + probe_and_prefill,
+        "through the shared port, requests for the other core are forwarded"
+    );
+}

@@ -424,6 +424,7 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
                     p,
                     &a.load,
                     Some(server.pid()),
+                    None,
                 ) {
                     Ok(mut r) => {
                         r.probe = probe.clone();

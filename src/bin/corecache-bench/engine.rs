@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use corecache::keyhash::{key_hash, owner};
+
 use crate::proto::{self, Protocol, Reply};
 use crate::recorder::{Pacer, Recorder};
 use crate::workload::{Generator, Op, Workload};
@@ -37,6 +39,31 @@ pub struct LoadSpec {
     /// One load thread per listed CPU, pinned there.
     pub client_cpus: Vec<usize>,
     pub seed: u64,
+    /// Smart-client routing (corecache's per-core ports): None sends every
+    /// request to `addr`.
+    pub routing: Option<CoreRouting>,
+}
+
+/// A smart client's view of corecache started with `--core-ports BASE -t CORES`:
+/// core `c` listens on `BASE + c`, and a key belongs to core
+/// `owner(key_hash(key), CORES)` (the server's own function). Connection `i`
+/// goes to core `i % CORES` and asks only for keys that core owns, so no request
+/// is forwarded between cores.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreRouting {
+    pub base_port: u16,
+    pub cores: usize,
+}
+
+impl CoreRouting {
+    /// The address and core of connection `i`.
+    fn connection(&self, addr: SocketAddr, i: usize) -> (SocketAddr, usize) {
+        let core = i % self.cores;
+        (
+            SocketAddr::new(addr.ip(), self.base_port + core as u16),
+            core,
+        )
+    }
 }
 
 const OP_RECV: u64 = 1;
@@ -66,8 +93,30 @@ struct Conn {
     inflight_keys: VecDeque<u8>,
     /// Cache-aside: keys a get missed, to be set next.
     followups: VecDeque<u64>,
+    /// With core routing, the core this connection goes to: it asks only for
+    /// keys that core owns.
+    core: Option<usize>,
     pacer: Option<Pacer>,
     dead: bool,
+}
+
+/// Draws the next key of the workload into `key`; with core routing, the next
+/// one that `core` owns (the draws of other cores' keys are skipped, so each
+/// core sees the workload's distribution over the keys it owns).
+fn draw_key(
+    gen: &mut Generator,
+    wl: &Workload,
+    routing: Option<CoreRouting>,
+    core: Option<usize>,
+    key: &mut Vec<u8>,
+) {
+    loop {
+        wl.key(gen.key_id(), key);
+        match (routing, core) {
+            (Some(r), Some(c)) if owner(key_hash(key), r.cores) != c => continue,
+            _ => return,
+        }
+    }
 }
 
 /// Monotonic nanoseconds since the run's common start.
@@ -81,16 +130,24 @@ fn now_ns(base: Instant) -> u64 {
 pub fn run(spec: &LoadSpec, mut at_window: impl FnMut(bool)) -> io::Result<Recorder> {
     let threads = spec.client_cpus.len().max(1);
     let conns = spec.workload.conns.max(1);
-    let mut per_thread: Vec<Vec<TcpStream>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut per_thread: Vec<Vec<(TcpStream, Option<usize>)>> =
+        (0..threads).map(|_| Vec::new()).collect();
     for i in 0..conns {
-        let s = TcpStream::connect(spec.addr).map_err(|e| {
+        let (addr, core) = match spec.routing {
+            None => (spec.addr, None),
+            Some(r) => {
+                let (addr, core) = r.connection(spec.addr, i);
+                (addr, Some(core))
+            }
+        };
+        let s = TcpStream::connect(addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("connect {} (connection {}): {e}", spec.addr, i + 1),
+                format!("connect {addr} (connection {}): {e}", i + 1),
             )
         })?;
         s.set_nodelay(true)?;
-        per_thread[i % threads].push(s);
+        per_thread[i % threads].push((s, core));
     }
     let warm_ns = spec.warmup.as_nanos() as u64;
     let end_ns = warm_ns + spec.duration.as_nanos() as u64;
@@ -147,7 +204,7 @@ struct Worker<'a> {
 impl<'a> Worker<'a> {
     fn new(
         spec: &'a LoadSpec,
-        streams: Vec<TcpStream>,
+        streams: Vec<(TcpStream, Option<usize>)>,
         base: Instant,
         warm_ns: u64,
         end_ns: u64,
@@ -164,7 +221,7 @@ impl<'a> Worker<'a> {
         let per_conn_rate = spec.rate.map(|r| r / spec.workload.conns.max(1) as f64);
         let conns = streams
             .into_iter()
-            .map(|stream| {
+            .map(|(stream, core)| {
                 // Random phase, so connections of one thread do not fire together.
                 let pacer = per_conn_rate.map(|r| {
                     let phase = gen.rng.below((1e9 / r) as u64 + 1);
@@ -182,6 +239,7 @@ impl<'a> Worker<'a> {
                     pending: VecDeque::new(),
                     inflight_keys: VecDeque::new(),
                     followups: VecDeque::new(),
+                    core,
                     pacer,
                     dead: false,
                 }
@@ -259,8 +317,7 @@ impl<'a> Worker<'a> {
         } else {
             match self.gen.op() {
                 Op::Set => {
-                    let id = self.gen.key_id();
-                    wl.key(id, &mut self.key);
+                    draw_key(&mut self.gen, wl, self.spec.routing, c.core, &mut self.key);
                     let v = self.gen.value();
                     match self.spec.protocol {
                         Protocol::Memcached => proto::mc_set(&mut c.out, &self.key, v),
@@ -272,8 +329,7 @@ impl<'a> Worker<'a> {
                     let n = wl.multiget.max(1);
                     self.keys_scratch.clear();
                     for _ in 0..n {
-                        let id = self.gen.key_id();
-                        wl.key(id, &mut self.key);
+                        draw_key(&mut self.gen, wl, self.spec.routing, c.core, &mut self.key);
                         self.keys_scratch.extend_from_slice(&self.key);
                     }
                     let keys = self.keys_scratch.chunks_exact(self.klen);

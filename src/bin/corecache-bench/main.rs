@@ -93,6 +93,12 @@ struct RunArgs {
     /// Skip the set-then-get correctness probe (needed for servers with canned replies).
     #[arg(long)]
     no_probe: bool,
+    /// Smart-client routing for corecache started with `--core-ports BASE -t CORES`:
+    /// BASE:CORES. Each connection goes to one core's port and asks only for keys
+    /// that core owns, so no request is forwarded between cores (`--port` is still
+    /// used for the probe and the prefill).
+    #[arg(long, value_parser = parse_core_ports)]
+    core_ports: Option<engine::CoreRouting>,
     #[command(flatten)]
     workload: WorkloadArgs,
     #[command(flatten)]
@@ -201,6 +207,19 @@ impl LoadArgs {
 }
 
 /// Parses a CPU list like `0`, `0,2`, `1-3`, `0,2-3`.
+/// `BASE:CORES` of `--core-ports`.
+fn parse_core_ports(s: &str) -> Result<engine::CoreRouting, String> {
+    let (base, cores) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s}: expected BASE:CORES"))?;
+    let base_port: u16 = base.parse().map_err(|e| format!("{s}: port: {e}"))?;
+    let cores: usize = cores.parse().map_err(|e| format!("{s}: cores: {e}"))?;
+    if cores == 0 || base_port as usize + cores > 65536 {
+        return Err(format!("{s}: cores must be 1 or more, ports at most 65535"));
+    }
+    Ok(engine::CoreRouting { base_port, cores })
+}
+
 pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
     let mut cpus = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
@@ -224,6 +243,7 @@ pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
 
 /// Probes (optionally), prefills and runs one load against `addr`, reading the
 /// CPU time of `server_pid` at the edges of the measurement window.
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
     target: &str,
     protocol: Protocol,
@@ -232,6 +252,7 @@ pub fn measure(
     pipeline: usize,
     load: &LoadArgs,
     server_pid: Option<u32>,
+    routing: Option<engine::CoreRouting>,
 ) -> Result<RunResult, String> {
     let spec = engine::LoadSpec {
         protocol,
@@ -244,6 +265,7 @@ pub fn measure(
         duration: Duration::from_secs_f64(load.duration),
         client_cpus: load.client_cpus.clone(),
         seed: load.seed,
+        routing,
     };
     let mut server = [None, None];
     let mut client = [0.0, 0.0];
@@ -331,6 +353,7 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
         a.pipeline,
         &a.load,
         a.server_pid,
+        a.core_ports,
     )?;
     r.probe = probe;
     r.prefill_errors = pre.errors;
