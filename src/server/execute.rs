@@ -123,6 +123,23 @@ impl Executor<'_> {
         }
     }
 
+    /// Counts a store (classic or `ms`) as memcached does: `cmd_set` once it had
+    /// an item for it (not one too large), and a compare-and-swap's outcome in
+    /// the `cas_*` counters.
+    pub(super) fn count_store(&self, result: StoreResult, compare_and_swap: bool) {
+        if result != StoreResult::TooLarge {
+            self.stats.cmd_set.incr();
+        }
+        if compare_and_swap {
+            match result {
+                StoreResult::Stored => self.stats.cas_hits.incr(),
+                StoreResult::Exists => self.stats.cas_badval.incr(),
+                StoreResult::NotFound => self.stats.cas_misses.incr(),
+                _ => {}
+            }
+        }
+    }
+
     fn store(
         &mut self,
         kind: StoreKind,
@@ -141,18 +158,7 @@ impl Executor<'_> {
         let result = self
             .shard
             .store(mode, key, key_hash(key), flags, expiry, data, self.now);
-        // memcached counts a set once it has an item for it: not one too large.
-        if result != StoreResult::TooLarge {
-            self.stats.cmd_set.incr();
-        }
-        if let StoreMode::Cas(_) = mode {
-            match result {
-                StoreResult::Stored => self.stats.cas_hits.incr(),
-                StoreResult::Exists => self.stats.cas_badval.incr(),
-                StoreResult::NotFound => self.stats.cas_misses.incr(),
-                _ => {}
-            }
-        }
+        self.count_store(result, matches!(mode, StoreMode::Cas(_)));
         match result {
             StoreResult::Stored => reply::STORED,
             StoreResult::NotStored => reply::NOT_STORED,

@@ -141,18 +141,7 @@ impl Executor<'_> {
         let (result, cas) = self
             .shard
             .meta_store(key, key_hash(key), m.data, opts, self.now);
-        // memcached counts a set once it has an item for it: not one too large.
-        if result != StoreResult::TooLarge {
-            self.stats.cmd_set.incr();
-        }
-        if swap && f.compare_cas.is_some() {
-            match result {
-                StoreResult::Stored => self.stats.cas_hits.incr(),
-                StoreResult::Exists => self.stats.cas_badval.incr(),
-                StoreResult::NotFound => self.stats.cas_misses.incr(),
-                _ => {}
-            }
-        }
+        self.count_store(result, swap && f.compare_cas.is_some());
         let code: &[u8] = match result {
             StoreResult::Stored if f.quiet => return,
             StoreResult::Stored => b"HD",
