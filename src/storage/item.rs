@@ -76,6 +76,10 @@ pub(crate) const LIVE: u8 = 1;
 pub(crate) const FETCHED: u8 = 2;
 pub(crate) const STALE: u8 = 4;
 pub(crate) const WIN_SENT: u8 = 8;
+/// The state bits an item keeps when it is rewritten as the same item in a
+/// new chunk or form (an incr that does not grow, `Shard::regrow`): what a
+/// client was told about it. LIVE and the segment belong to the new chunk.
+pub(crate) const CARRIED_STATE: u8 = FETCHED | STALE | WIN_SENT;
 /// The policy segment: 2 bits at bit 4 of the state byte.
 const SEGMENT_SHIFT: u8 = 4;
 const SEGMENT_MASK: u8 = 0b11 << SEGMENT_SHIFT;

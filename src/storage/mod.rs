@@ -668,7 +668,7 @@ impl Shard {
         let b = self.slabs.item(id);
         let current = parse_u64(item::value(b)).ok_or(DeltaError::NonNumeric)?;
         let (flags, old_len) = (item::flags(b), item::value_len(b));
-        let state = item::state(b) & (item::FETCHED | item::STALE | item::WIN_SENT);
+        let state = item::state(b) & item::CARRIED_STATE;
         let result = if incr {
             current.wrapping_add(delta)
         } else {
@@ -1046,8 +1046,7 @@ impl Shard {
             return None;
         };
         let b = self.slabs.item_mut(new);
-        let kept = state & (item::FETCHED | item::STALE | item::WIN_SENT);
-        item::set_state(b, item::state(b) | kept);
+        item::set_state(b, item::state(b) | (state & item::CARRIED_STATE));
         item::set_atime(b, atime);
         // The same item in another form: not a store (memcached counts none
         // for touch).
