@@ -33,6 +33,10 @@
 //!   Caffeine's climber compares hit ratios of whole periods of 10 x capacity
 //!   requests instead; that is too slow to follow popularity that shifts within
 //!   a period, where this climber moves at the next returning key.
+//!   Steps grow with the climber's **trend** (a moving average of the returns'
+//!   sides): returns that keep coming from one side mean the best split is
+//!   far off, so the window gets there in fewer returns, while returns from
+//!   both sides, as near the best split, keep the steps small.
 //!   The window share is one figure per shard applied to every class's capacity.
 //!
 //! The sketch is one per shard, so frequencies compare across classes; the shard
@@ -64,6 +68,16 @@ const GHOST_SHARE: f64 = 0.02;
 /// Entries of window a returning ghost moves the split by (times the ghosts'
 /// sampling weight).
 const GHOST_STEP_ENTRIES: f64 = 16.0;
+/// Weight of the latest return in the climber's trend, an exponential moving
+/// average of the returns' sides (+1 window, -1 main): about the last 256
+/// returns count.
+const TREND_WEIGHT: f64 = 1.0 / 256.0;
+/// A step is `1 + TREND_GAIN x |trend|` times [`GHOST_STEP_ENTRIES`]: up to 5
+/// times as long while every return comes from one side. Chosen on the shared
+/// traces and the server replays' key sequences (docs/benchmarks.md): shift
+/// +0.6 points, loop and sprite@200 half a point to a point down, OLTP and gli
+/// within 0.2.
+const TREND_GAIN: f64 = 4.0;
 /// Ghost slots per set at least before keys are sampled ...
 const GHOST_MIN_SLOTS: usize = 256;
 /// ... and at most 1 key in 2^this is sampled, so the sets stay a small fraction
@@ -185,6 +199,8 @@ pub(crate) struct Policy {
     /// Share of every class's capacity for its window (0 ..= 1 - PROBATION_SHARE).
     window_share: f64,
     ghosts: Ghosts,
+    /// The climber's trend: see [`TREND_WEIGHT`].
+    trend: f64,
     rng: u64,
     pub stats: PolicyStats,
 }
@@ -200,6 +216,7 @@ impl Policy {
             total_capacity: 0,
             window_share: WINDOW_INITIAL_SHARE,
             ghosts: Ghosts::default(),
+            trend: 0.0,
             rng: seed | 1,
             stats: PolicyStats::default(),
         }
@@ -421,15 +438,19 @@ impl Policy {
     /// smaller main space may leave protected over its share for a few more
     /// fits); a larger window fills as entries come in.
     fn climb<E: Entries>(&mut self, e: &mut E, side: Segment) {
-        let step =
-            GHOST_STEP_ENTRIES * self.ghosts.weight() as f64 / self.total_capacity.max(1) as f64;
-        let step = if side == Segment::Window {
+        let toward_window = if side == Segment::Window {
             self.stats.window_ghost_hits += 1;
-            step
+            1.0
         } else {
             self.stats.main_ghost_hits += 1;
-            -step
+            -1.0
         };
+        self.trend += TREND_WEIGHT * (toward_window - self.trend);
+        let step = toward_window
+            * (1.0 + TREND_GAIN * self.trend.abs())
+            * GHOST_STEP_ENTRIES
+            * self.ghosts.weight() as f64
+            / self.total_capacity.max(1) as f64;
         // The window never goes below its starting share: a window of nothing
         // cannot notice that recency started to matter again.
         self.window_share =
@@ -768,7 +789,9 @@ mod tests {
         p.remove(&mut e, 0, rejected);
         insert(&mut p, &mut e, rejected);
         assert_eq!(p.stats.window_ghost_hits, 1);
-        assert!((p.window_share() - (start + step)).abs() < 1e-9);
+        // One return is hardly a trend: the step is barely longer than the base.
+        let first = step * (1.0 + TREND_GAIN * TREND_WEIGHT);
+        assert!((p.window_share() - (start + first)).abs() < 1e-9);
         // The ghost is used up: the same key again changes nothing.
         let share = p.window_share();
         p.remove(&mut e, 0, rejected);
@@ -782,7 +805,32 @@ mod tests {
         p.remove(&mut e, 0, evicted);
         insert(&mut p, &mut e, evicted);
         assert_eq!(p.stats.main_ghost_hits, 1);
-        assert!((p.window_share() - start).abs() < 1e-9);
+        let second = step * (1.0 + TREND_GAIN * TREND_WEIGHT * TREND_WEIGHT);
+        assert!((p.window_share() - (start + first - second)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn steps_lengthen_while_returns_keep_coming_from_one_side() {
+        let (mut p, mut e) = setup(1000);
+        let base = GHOST_STEP_ENTRIES / 1000.0;
+        let mut steps = Vec::new();
+        for _ in 0..20 {
+            let before = p.window_share();
+            p.climb(&mut e, Segment::Window);
+            steps.push(p.window_share() - before);
+        }
+        assert!(steps.windows(2).all(|w| w[1] > w[0]), "{steps:?}");
+        assert!(steps[19] > base * (1.0 + TREND_GAIN * 0.07), "{steps:?}");
+        // Returns from both sides in turn: the trend fades and the steps
+        // shorten towards the base step.
+        let mut last = 0.0;
+        for i in 0..2000 {
+            let before = p.window_share();
+            p.climb(&mut e, [Segment::Probation, Segment::Window][i % 2]);
+            last = (p.window_share() - before).abs();
+        }
+        assert!(last < base * 1.05, "{last} vs base {base}");
+        assert!(p.trend.abs() < 0.01, "{}", p.trend);
     }
 
     #[test]
