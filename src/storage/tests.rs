@@ -746,6 +746,48 @@ fn a_starved_class_takes_a_page_from_another() {
 }
 
 #[test]
+fn a_moved_page_costs_its_class_its_coldest_items() {
+    // One class fills all 4 pages and evicts.
+    let mut s = shard(4 * MIB);
+    let value = [b'v'; 100];
+    let mut n = 0;
+    while s.stats().evictions == 0 {
+        assert_eq!(set(&mut s, &key(n), &value), StoreResult::Stored);
+        n += 1;
+    }
+    let page_of = |s: &Shard, i: usize| {
+        let k = key(i);
+        s.find(&k, key_hash(&k)).map(|id| s.slabs.page_of(id))
+    };
+    // The items on one page are read a second later: the hot ones.
+    let page = page_of(&s, n - 1).unwrap();
+    let hot: Vec<usize> = (0..n).filter(|&i| page_of(&s, i) == Some(page)).collect();
+    assert!(hot.len() > 1000);
+    for &i in &hot {
+        assert!(get_at(&mut s, &key(i), T0 + 1).is_some());
+    }
+    let before = s.stats();
+    let big_class = s.class_for_item(8, 3000).unwrap() - 1;
+    s.move_page(page, big_class, NIL);
+    let after = s.stats();
+    // The page went, and the class lost as many items as it held, but the
+    // unread ones: every hot item moved to a chunk the evictions freed.
+    assert_eq!(s.slab_class_stats()[big_class].total_pages, 1);
+    assert_eq!(after.evictions - before.evictions, hot.len() as u64);
+    assert_eq!(
+        after.pages_rescued_items - before.pages_rescued_items,
+        hot.len() as u64
+    );
+    for &i in &hot {
+        assert!(
+            get_at(&mut s, &key(i), T0 + 1).is_some(),
+            "hot key {i} kept"
+        );
+    }
+    check_invariants(&s);
+}
+
+#[test]
 fn out_of_memory_when_no_page_can_be_had() {
     let mut s = shard(MIB / 2);
     assert_eq!(set(&mut s, b"k", b"v"), StoreResult::OutOfMemory);
