@@ -45,6 +45,18 @@
 //! - the class has nothing at all to evict: it takes the page of another
 //!   class's coldest item.
 //!
+//! **Sparse classes.** A class whose items would fill a small part of its one
+//! page (at most half a page of the next class up, and all fitting in that
+//! class's free chunks) lends the page to a class that needs one: its items
+//! move up a class and it stores new ones there, as *guests*, while it has no
+//! page and memory is full. Once its guests would fill a whole page of the
+//! class up they waste more than a page of its own would leave unused, and
+//! the class takes one again the usual way. A shard gets `-m / cores`, so a
+//! few dozen pages; with mixed sizes every small class held a mostly empty
+//! page (the replay's `50-1500` rows: 2.4 MB of 32 in free chunks of four
+//! classes). Moving up costs a guest up to a quarter of its chunk (the
+//! growth factor).
+//!
 //! A page move costs the donor class its coldest items, not the page's own:
 //! as many of its next victims as its other pages lack room for are evicted,
 //! and the page's live items move to the chunks freed (memcached's "rescue").
@@ -1105,6 +1117,10 @@ impl Shard {
         let mut queued_expiry = None;
         let id = match old {
             Some(o) if self.slabs.class_of(o) == class => {
+                // A guest rewritten to its chunk's size is at home now.
+                if let Some(own) = self.guest_of(o) {
+                    self.slabs.classes[own].guests -= 1;
+                }
                 let b = self.slabs.item(o);
                 self.stats.bytes -= item::size(b) as u64;
                 queued_expiry = Some(item::expiry(b));
@@ -1136,6 +1152,12 @@ impl Shard {
         let b = self.slabs.item_mut(id);
         item::init(b, key, flags, expiry, cas, value.len(), self.now);
         item::value_mut(b).copy_from_slice(value);
+        // A class lending its last page stores its items one class up (`alloc`).
+        let class = self.slabs.class_of(id);
+        if let Some(own) = self.guest_of(id) {
+            self.slabs.classes[own].guests += 1;
+        }
+        let b = self.slabs.item_mut(id);
         match rewrite {
             Some(Rewrite::InPlace {
                 prev,
@@ -1163,7 +1185,7 @@ impl Shard {
                 self.stats.bytes -= item::size(self.slabs.item(o)) as u64;
                 self.index.replace(hash, o, id);
                 // Off its list already (above).
-                self.slabs.free(o);
+                self.free_chunk(o);
             }
             None => self.index.insert(hash, id),
         }
@@ -1188,6 +1210,9 @@ impl Shard {
                     self.note_pressure();
                 }
                 return Some(id);
+            }
+            if let Some(host) = self.host_for(class) {
+                return self.alloc(host, protect);
             }
             let protect_page = (protect != NIL).then(|| self.slabs.page_of(protect));
             if let Some(page) = self.rebalance(class, protect_page) {
@@ -1264,6 +1289,9 @@ impl Shard {
             .find(|&p| Some(p) != protect_page);
         if idle.is_some() {
             return idle;
+        }
+        if let Some(page) = self.sparse_class_page(class, protect_page) {
+            return Some(page);
         }
         self.since_check[class] += 1;
         if self.since_check[class] < REBALANCE_CHECK_EVICTIONS {
@@ -1366,7 +1394,9 @@ impl Shard {
     /// sample of the class, hot items with the cold (the replays lost up to
     /// a point of hit ratio on mixed sizes that way). `protect` (or NIL) is
     /// never evicted. Costs a chunk copy per item moved: about a millisecond
-    /// for a page of the smallest chunks, once per page move.
+    /// for a page of the smallest chunks, once per page move. A class's last
+    /// page has no other pages to take its items: they move up a class, to
+    /// free chunks there, and are evicted where there are none.
     fn empty_page(&mut self, page: u32, protect: u32) {
         for id in self.slabs.live_in_page(page) {
             if let Some(why) = self.dead(self.slabs.item(id)) {
@@ -1374,6 +1404,15 @@ impl Shard {
             }
         }
         let class = self.slabs.pages[page as usize].class as usize;
+        // A class's last page: its items go up a class where there is room.
+        if self.slabs.classes[class].pages == 1 {
+            for id in self.slabs.live_in_page(page) {
+                if !self.move_up(id) {
+                    self.evict(id);
+                }
+            }
+            return;
+        }
         let meta = &self.slabs.pages[page as usize];
         let free_here = (meta.carved - meta.live)
             + match self.slabs.classes[class].carving {
@@ -1460,7 +1499,90 @@ impl Shard {
     fn release_chunk(&mut self, id: u32) {
         let class = self.slabs.class_of(id);
         self.policy.remove(&mut self.slabs, class, id);
+        self.free_chunk(id);
+    }
+
+    /// Frees the chunk of an item that is gone (not moved elsewhere): a guest
+    /// leaves its class's count.
+    fn free_chunk(&mut self, id: u32) {
+        if let Some(own) = self.guest_of(id) {
+            self.slabs.classes[own].guests -= 1;
+        }
         self.slabs.free(id);
+    }
+
+    /// The class of the item in chunk `id` by its size, if that is smaller than
+    /// the chunk's: the item is a guest there.
+    fn guest_of(&self, id: u32) -> Option<usize> {
+        let chunk_class = self.slabs.class_of(id);
+        let size = item::size(self.slabs.item(id));
+        // Cheap for the many items at home: they do not fit the class below.
+        if chunk_class == 0 || size > self.slabs.classes[chunk_class - 1].size as usize {
+            return None;
+        }
+        self.slabs.class_for(size)
+    }
+
+    /// Where `class`, which has no page and cannot get one without taking it
+    /// from another class, stores an item: the next class up, if that has
+    /// pages and the guests there fill less than a page of its chunks. Past
+    /// that the class is worth a page of its own again: its guests waste
+    /// more than the unused part of such a page would.
+    fn host_for(&self, class: usize) -> Option<usize> {
+        let classes = &self.slabs.classes;
+        let host = classes.get(class + 1)?;
+        (classes[class].pages == 0 && host.pages > 0 && classes[class].guests < host.per_page)
+            .then_some(class + 1)
+    }
+
+    /// A class that can lend its last page to `class`: one whose items all fit
+    /// in the free chunks of the next class up, and fill no more than half a
+    /// page there (a class takes a page back once its guests fill a whole
+    /// one, [`host_for`](Self::host_for)). Its page, if not `protect_page`.
+    fn sparse_class_page(&self, class: usize, protect_page: Option<u32>) -> Option<u32> {
+        let classes = &self.slabs.classes;
+        (0..classes.len().saturating_sub(1))
+            .filter(|&c| c != class && classes[c].pages == 1 && classes[c + 1].pages > 0)
+            .filter(|&c| {
+                let room = self
+                    .slabs
+                    .free_chunks(c + 1)
+                    .min(classes[c + 1].per_page / 2);
+                classes[c].items <= room as u64
+            })
+            .filter_map(|c| self.slabs.emptiest_page(c))
+            .find(|&p| Some(p) != protect_page)
+    }
+
+    /// Moves live item `id` to a free chunk of the next class up; false if
+    /// that class has none (or no page).
+    fn move_up(&mut self, id: u32) -> bool {
+        let class = self.slabs.class_of(id);
+        if self
+            .slabs
+            .classes
+            .get(class + 1)
+            .is_none_or(|c| c.pages == 0)
+        {
+            return false;
+        }
+        let Some(to) = self.slabs.alloc(class + 1) else {
+            return false;
+        };
+        let was_home = self.guest_of(id).is_none();
+        let seg = self.policy.remove(&mut self.slabs, class, id);
+        self.slabs.copy_chunk(id, to);
+        self.policy.adopt(&mut self.slabs, class + 1, to, seg);
+        let b = self.slabs.item(to);
+        let (hash, expiry) = (key_hash(item::key(b)), item::expiry(b));
+        self.index.replace(hash, id, to);
+        self.ttl_push(expiry, to);
+        if was_home {
+            self.slabs.classes[class].guests += 1;
+        }
+        self.slabs.free(id);
+        self.stats.pages_rescued_items += 1;
+        true
     }
 }
 

@@ -335,6 +335,19 @@ impl Policy {
         }
     }
 
+    /// An entry moved in from another class (its item was copied to chunk
+    /// `id` of `class`): it joins `seg` of this class, uncounted, since moving
+    /// it is not a use of its key.
+    pub fn adopt<E: Entries>(&mut self, e: &mut E, class: usize, id: u32, seg: Segment) {
+        let seg = if seg == Segment::None {
+            Segment::Window
+        } else {
+            seg
+        };
+        self.push_head(e, class, seg, id);
+        self.fit(e, class);
+    }
+
     /// A read of an entry already used this second, outside probation: counted in
     /// the sketch but left where it is. It is near its list's MRU end
     /// already, and moving it again would touch its neighbours' memory, a cache

@@ -93,6 +93,9 @@ pub(crate) struct SlabClass {
     pub pages_moved_in: u64,
     /// Pages other classes took from this one.
     pub pages_moved_out: u64,
+    /// Live items of this class's size held in chunks of a larger class (a
+    /// sparse class lent its last page: see `Shard`'s "Sparse classes").
+    pub guests: u32,
 }
 
 struct Segment {
@@ -325,6 +328,7 @@ impl Slabs {
                 evicted: 0,
                 pages_moved_in: 0,
                 pages_moved_out: 0,
+                guests: 0,
             })
             .collect();
         Slabs {
@@ -731,10 +735,11 @@ impl Slabs {
         Some(id)
     }
 
-    /// Copies chunk `from` over chunk `to` (same class).
+    /// Copies chunk `from` to the front of chunk `to`, of the same or a larger
+    /// class.
     pub fn copy_chunk(&mut self, from: u32, to: u32) {
         let bytes = self.item(from).to_vec();
-        self.item_mut(to).copy_from_slice(&bytes);
+        self.item_mut(to)[..bytes.len()].copy_from_slice(&bytes);
     }
 
     /// Free chunks `class` holds now, in its free list and not yet carved.

@@ -75,6 +75,14 @@ pub(super) fn check_invariants(s: &Shard) {
         }
         items += n;
     }
+    let mut guests = vec![0u32; slabs.classes.len()];
+    for id in s.index.ids() {
+        if let Some(own) = s.guest_of(id) {
+            guests[own] += 1;
+        }
+    }
+    let counted: Vec<u32> = slabs.classes.iter().map(|c| c.guests).collect();
+    assert_eq!(counted, guests, "guests per class");
     let live: u64 = slabs.pages.iter().map(|m| m.live as u64).sum();
     assert_eq!(live, items, "page live counts");
     assert_eq!(s.index.len() as u64, items, "index size");
@@ -784,6 +792,71 @@ fn a_moved_page_costs_its_class_its_coldest_items() {
             "hot key {i} kept"
         );
     }
+    check_invariants(&s);
+}
+
+/// Fills a 4 MiB shard so that a sparse class lends its last page: 200 items
+/// of one class, 300 of the next class up (a page each, mostly free), then
+/// large items until they take the sparse class's page. Returns the sparse
+/// class (0-based) and its keys, each with a 100-byte value of `s`.
+pub(super) fn lend_a_sparse_page(s: &mut Shard, now: u32) -> (usize, Vec<Vec<u8>>) {
+    let key_of = |kind: &str, i: usize| format!("{kind}:{i:06}").into_bytes();
+    let key_len = key_of("s", 0).len();
+    let sparse = s.class_for_item(key_len, 100).unwrap() - 1;
+    let host_len = (100..)
+        .find(|&v| s.class_for_item(key_len, v) == Some(sparse + 2))
+        .unwrap();
+    let put = |s: &mut Shard, key: &[u8], value: &[u8]| {
+        let r = s.store(StoreMode::Set, key, key_hash(key), 0, 0, value, now);
+        assert_eq!(r, StoreResult::Stored);
+    };
+    let keys: Vec<Vec<u8>> = (0..200).map(|i| key_of("s", i)).collect();
+    for k in &keys {
+        put(s, k, &[b's'; 100]);
+    }
+    for i in 0..300 {
+        put(s, &key_of("h", i), &vec![b'h'; host_len]);
+    }
+    let big = vec![b'b'; 3000];
+    let mut i = 0;
+    while s.slab_class_stats()[sparse].total_pages == 1 && i < 10_000 {
+        put(s, &key_of("b", i), &big);
+        i += 1;
+    }
+    assert_eq!(
+        s.slab_class_stats()[sparse].total_pages,
+        0,
+        "after {i} large items"
+    );
+    (sparse, keys)
+}
+
+#[test]
+fn a_sparse_class_lends_its_last_page_and_takes_one_back_when_its_guests_fill_one() {
+    let mut s = shard(4 * MIB);
+    let (sparse, keys) = lend_a_sparse_page(&mut s, T0);
+    // Its items live one class up now, none lost; the large items' class
+    // has the page.
+    let classes = s.slab_class_stats();
+    let big_class = s.class_for_item(keys[0].len(), 3000).unwrap() - 1;
+    assert_eq!(classes[big_class].pages_moved_in, 1);
+    assert_eq!(classes[sparse + 1].used_chunks, 500);
+    assert_eq!(s.slabs.classes[sparse].guests, 200);
+    for k in &keys {
+        assert_eq!(get(&mut s, k).unwrap(), vec![b's'; 100]);
+    }
+    check_invariants(&s);
+    // New items of its size go there too, taking no page back ...
+    set(&mut s, b"s:000200", &[b's'; 100]);
+    assert_eq!(s.slab_class_stats()[sparse].total_pages, 0);
+    assert_eq!(s.slabs.classes[sparse].guests, 201);
+    // ... until its guests would fill a page of that class: then a page of
+    // its own wastes less.
+    let host_per_page = s.slabs.classes[sparse + 1].per_page;
+    s.slabs.classes[sparse].guests = host_per_page;
+    set(&mut s, b"s:000201", &[b's'; 100]);
+    assert_eq!(s.slab_class_stats()[sparse].total_pages, 1);
+    s.slabs.classes[sparse].guests = 201;
     check_invariants(&s);
 }
 

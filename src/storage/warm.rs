@@ -448,6 +448,9 @@ impl Shard {
                     item::state(b) & (item::LIVE | item::FETCHED | item::STALE),
                 );
                 self.slabs.restore_live(id);
+                if let Some(own) = self.guest_of(id) {
+                    self.slabs.classes[own].guests += 1;
+                }
                 let slabs = &self.slabs;
                 self.index
                     .reserve(|x| key_hash(item::key(slabs.item(x))))
@@ -489,8 +492,8 @@ impl Shard {
         // The header's form bits decide its length; the size reads only the
         // header, which every chunk holds whole (chunks are at least
         // `HEADER_MAX` + 2 bytes).
-        let size = item::size(b);
-        if size > b.len() || self.slabs.class_for(size) != Some(class) {
+        // A smaller item than the class's is a guest (`Shard::host_for`).
+        if item::size(b) > b.len() {
             return bad("item size does not fit its class");
         }
         // Any CAS is valid: a client may have set it (`E`), below or above the
@@ -657,6 +660,22 @@ mod tests {
         assert!(s.close().unwrap());
         let (_, start) = open_at(&t, 24 * MIB, T0 + 7);
         assert!(matches!(start, WarmStart::Restored { .. }));
+    }
+
+    #[test]
+    fn items_lodged_in_a_larger_class_come_back_as_guests() {
+        let t = TempFile::new("guests");
+        let (mut s, _) = open_at(&t, 4 * MIB, T0);
+        let (sparse, keys) = crate::storage::tests::lend_a_sparse_page(&mut s, T0);
+        assert_eq!(s.slabs.classes[sparse].guests, 200);
+        assert!(s.close().unwrap());
+        let (mut s, start) = open_at(&t, 4 * MIB, T0);
+        assert!(matches!(start, WarmStart::Restored { .. }), "{start:?}");
+        assert_eq!(s.slabs.classes[sparse].guests, 200);
+        for k in &keys {
+            assert_eq!(get(&mut s, k, T0).unwrap().0, vec![b's'; 100]);
+        }
+        check_invariants(&s);
     }
 
     #[test]
