@@ -1047,7 +1047,8 @@ fn a_page_of_hot_items_is_not_moved_for_a_class_with_hotter_victims() {
     let st = s.stats();
     assert!(st.evictions > 1000, "{st:?}");
     // Taking the small class's page would evict 2000 hot items to make room for
-    // a few more loop members: it stays.
+    // a few more loop members: it stays (its last page, and its items have no
+    // class above with room to go to).
     assert_eq!(s.slab_class_stats()[small_class].total_pages, 1);
     assert_eq!(st.page_moves, 0, "{st:?}");
     let kept = (0..2000)
