@@ -164,7 +164,9 @@ fn settings_stats(shared: &Shared, out: &mut Vec<u8>) {
 }
 
 fn slab_stats(slabs: &[SlabClassStats], out: &mut Vec<u8>) {
-    for class in slabs.iter().filter(|c| c.total_pages > 0) {
+    // A class that lent its last page has none, but its items live on as
+    // guests of the class above: listed while it has any.
+    for class in slabs.iter().filter(|c| c.total_pages > 0 || c.guests > 0) {
         let id = class.id;
         reply::push_stat(out, &format!("{id}:chunk_size"), class.chunk_size);
         reply::push_stat(out, &format!("{id}:chunks_per_page"), class.chunks_per_page);
@@ -175,6 +177,7 @@ fn slab_stats(slabs: &[SlabClassStats], out: &mut Vec<u8>) {
         // Rebalancing: pages this class took from others / gave to others.
         reply::push_stat(out, &format!("{id}:pages_moved_in"), class.pages_moved_in);
         reply::push_stat(out, &format!("{id}:pages_moved_out"), class.pages_moved_out);
+        reply::push_stat(out, &format!("{id}:guests"), class.guests);
     }
     reply::push_stat(
         out,

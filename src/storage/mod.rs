@@ -323,6 +323,9 @@ pub struct SlabClassStats {
     /// Pages taken from other classes / given to them.
     pub pages_moved_in: u64,
     pub pages_moved_out: u64,
+    /// Items of this class's size held in chunks of a larger class (the class
+    /// lent its last page: see "Sparse classes" above).
+    pub guests: u64,
     /// Items per policy list.
     pub window: u64,
     pub probation: u64,
@@ -342,6 +345,7 @@ impl SlabClassStats {
         self.number += other.number;
         self.pages_moved_in += other.pages_moved_in;
         self.pages_moved_out += other.pages_moved_out;
+        self.guests += other.guests;
         self.window += other.window;
         self.probation += other.probation;
         self.protected += other.protected;
@@ -827,6 +831,7 @@ impl Shard {
                     number: c.items,
                     pages_moved_in: c.pages_moved_in,
                     pages_moved_out: c.pages_moved_out,
+                    guests: c.guests as u64,
                     window: l.window.len as u64,
                     probation: l.probation.len as u64,
                     protected: l.protected.len as u64,

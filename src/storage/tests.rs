@@ -841,7 +841,7 @@ fn a_sparse_class_lends_its_last_page_and_takes_one_back_when_its_guests_fill_on
     let big_class = s.class_for_item(keys[0].len(), 3000).unwrap() - 1;
     assert_eq!(classes[big_class].pages_moved_in, 1);
     assert_eq!(classes[sparse + 1].used_chunks, 500);
-    assert_eq!(s.slabs.classes[sparse].guests, 200);
+    assert_eq!(classes[sparse].guests, 200, "`stats slabs` shows them");
     for k in &keys {
         assert_eq!(get(&mut s, k).unwrap(), vec![b's'; 100]);
     }
