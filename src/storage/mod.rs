@@ -1124,7 +1124,13 @@ impl Shard {
         // The expiry the chunk's heap entry already has, for a rewrite in place.
         let mut queued_expiry = None;
         let id = match old {
-            Some(o) if self.slabs.class_of(o) == class => {
+            // In its own chunk when the new item needs a chunk of that class, at
+            // home or as a guest (`host_for`): a new chunk could cost an eviction.
+            Some(o)
+                if self.slabs.class_of(o) == class
+                    || self.host_for(class) == Some(self.slabs.class_of(o)) =>
+            {
+                let class = self.slabs.class_of(o);
                 // A guest rewritten to its chunk's size is at home now.
                 if let Some(own) = self.guest_of(o) {
                     self.slabs.classes[own].guests -= 1;
@@ -1438,7 +1444,10 @@ impl Shard {
             .take(excess)
             .collect();
         for id in victims {
-            self.evict(id);
+            match self.dead(self.slabs.item(id)) {
+                Some(why) => self.drop_dead(id, why),
+                None => self.evict(id),
+            }
         }
         for id in self.slabs.live_in_page(page) {
             if !self.relocate(id, page) {
@@ -1545,20 +1554,22 @@ impl Shard {
             .then_some(class + 1)
     }
 
-    /// A class that can lend its last page to `class`: one whose items all fit
-    /// in the free chunks of the next class up, and fill no more than half a
-    /// page there (a class takes a page back once its guests fill a whole
+    /// A class that can lend its last page to `class`: one whose items, with
+    /// its guests there, all fit in the free chunks of the next class up, and
+    /// fill no more than half a page there (a class takes a page back once its guests fill a whole
     /// one, [`host_for`](Self::host_for)). Its page, if not `protect_page`.
     fn sparse_class_page(&self, class: usize, protect_page: Option<u32>) -> Option<u32> {
         let classes = &self.slabs.classes;
         (0..classes.len().saturating_sub(1))
             .filter(|&c| c != class && classes[c].pages == 1 && classes[c + 1].pages > 0)
             .filter(|&c| {
+                // Its guests up there already count: a class that took a page
+                // back for them is not sparse the moment a few chunks free up.
                 let room = self
                     .slabs
                     .free_chunks(c + 1)
                     .min(classes[c + 1].per_page / 2);
-                classes[c].items <= room as u64
+                classes[c].items + classes[c].guests as u64 <= room as u64
             })
             .filter_map(|c| self.slabs.emptiest_page(c))
             .find(|&p| Some(p) != protect_page)

@@ -861,6 +861,131 @@ fn a_sparse_class_lends_its_last_page_and_takes_one_back_when_its_guests_fill_on
 }
 
 #[test]
+fn rewriting_a_guest_in_a_full_class_uses_its_own_chunk() {
+    let mut s = shard(4 * MIB);
+    let (sparse, keys) = lend_a_sparse_page(&mut s, T0);
+    // The class up, the guests' host, fills up.
+    let host = sparse + 1;
+    let host_len = (100..)
+        .find(|&v| s.class_for_item(keys[0].len(), v) == Some(host + 1))
+        .unwrap();
+    let mut i = 300;
+    while s.slabs.free_chunks(host) > 0 {
+        set(
+            &mut s,
+            format!("h:{i:06}").as_bytes(),
+            &vec![b'h'; host_len],
+        );
+        i += 1;
+    }
+    let before = s.stats();
+    // Same size, then one byte less: the guest's chunk does, nothing is evicted.
+    assert_eq!(set(&mut s, &keys[0], &[b't'; 100]), StoreResult::Stored);
+    assert_eq!(set(&mut s, &keys[1], &[b't'; 99]), StoreResult::Stored);
+    assert_eq!(s.stats().evictions, before.evictions);
+    assert_eq!(get(&mut s, &keys[0]).unwrap(), vec![b't'; 100]);
+    assert_eq!(s.slabs.classes[sparse].guests, 200);
+    check_invariants(&s);
+}
+
+#[test]
+fn a_page_move_frees_expired_victims_without_counting_evictions() {
+    let mut s = shard(4 * MIB);
+    // Three pages of one class, most items expiring at T0 + 5; the rest, with
+    // no expiry field, 4 bytes more value to stay in the class.
+    let value = [b'v'; 100];
+    let class = s
+        .slabs
+        .class_for(item::total_size(key(0).len(), 100, 0, T0 + 5, 1))
+        .unwrap();
+    let lasting = [b'w'; 104];
+    assert_eq!(s.class_for_item(key(0).len(), 104), Some(class + 1));
+    let mut n = 0;
+    while s.slabs.classes[class].pages < 3 || s.slabs.free_chunks(class) > 1000 {
+        let k = key(n);
+        s.store(StoreMode::Set, &k, key_hash(&k), 0, T0 + 5, &value, T0);
+        n += 1;
+    }
+    while s.slabs.free_chunks(class) > 0 {
+        assert_eq!(set(&mut s, &key(n), &lasting), StoreResult::Stored);
+        n += 1;
+    }
+    let last = key(n - 1);
+    let page = s.slabs.page_of(s.find(&last, key_hash(&last)).unwrap());
+    // Later the first items are dead; moving a page frees them as expired.
+    assert!(get_at(&mut s, &last, T0 + 10).is_some());
+    let before = s.stats();
+    let big_class = s.class_for_item(8, 3000).unwrap() - 1;
+    s.move_page(page, big_class, NIL);
+    let after = s.stats();
+    assert_eq!(
+        after.evictions, before.evictions,
+        "expired items are not evictions"
+    );
+    assert!(after.expired_unfetched > before.expired_unfetched);
+    assert!(get_at(&mut s, &last, T0 + 10).is_some());
+    check_invariants(&s);
+}
+
+#[test]
+fn a_class_that_took_a_page_back_for_its_guests_does_not_lend_it_again_at_once() {
+    // 16 KiB pages: a few items fill one.
+    let mut config = ShardConfig::new(4 * 16 * 1024, 8 * 1024);
+    config.page_size = 16 * 1024;
+    let mut s = Shard::new(config).unwrap();
+    let put = |s: &mut Shard, k: &str, len: usize| {
+        let key = k.as_bytes();
+        let r = s.store(
+            StoreMode::Set,
+            key,
+            key_hash(key),
+            0,
+            0,
+            &vec![b'x'; len],
+            T0,
+        );
+        assert_eq!(r, StoreResult::Stored, "{k}");
+    };
+    let sparse = s.class_for_item(7, 100).unwrap() - 1;
+    let host_len = (100..)
+        .find(|&v| s.class_for_item(7, v) == Some(sparse + 2))
+        .unwrap();
+    put(&mut s, "s:00000", 100);
+    put(&mut s, "h:00000", host_len);
+    let mut b = 0;
+    while s.slabs.classes[sparse].pages == 1 {
+        put(&mut s, &format!("b:{b:05}"), 7000);
+        b += 1;
+    }
+    // Guests up to a page of the host class: the class takes a page back.
+    let mut n = 1;
+    while s.slabs.classes[sparse].pages == 0 {
+        put(&mut s, &format!("s:{n:05}"), 100);
+        n += 1;
+    }
+    let moves = s.stats().page_moves;
+    // A few of its items go and come back, with large items in between: its
+    // page stays where it is.
+    let mut d = 1;
+    for _ in 0..50 {
+        for _ in 0..3 {
+            let k = format!("s:{d:05}");
+            s.delete(k.as_bytes(), key_hash(k.as_bytes()), T0);
+            d += 1;
+        }
+        put(&mut s, &format!("b:{b:05}"), 7000);
+        b += 1;
+        for _ in 0..3 {
+            put(&mut s, &format!("s:{n:05}"), 100);
+            n += 1;
+        }
+        assert_eq!(s.slabs.classes[sparse].pages, 1);
+    }
+    assert_eq!(s.stats().page_moves, moves);
+    check_invariants(&s);
+}
+
+#[test]
 fn out_of_memory_when_no_page_can_be_had() {
     let mut s = shard(MIB / 2);
     assert_eq!(set(&mut s, b"k", b"v"), StoreResult::OutOfMemory);
