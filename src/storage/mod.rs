@@ -28,34 +28,35 @@
 //!
 //! # Rebalancing
 //!
-//! Pages move between classes in three cases, each when a class must store an
+//! Pages move between classes in four cases, each when a class must store an
 //! item and has no free chunk:
 //! - another class holds a whole page's worth of free chunks (idle memory): its
 //!   emptiest page moves, and the page's items move to free chunks on the
 //!   class's other pages, so nothing is evicted;
+//! - a sparse class lends its only page (below);
 //! - every `REBALANCE_CHECK_EVICTIONS` evictions, the class compares the
 //!   sketch frequencies of the items it would evict next with every other
 //!   class's, and takes a page from a class whose next victims are far colder
 //!   (an eighth, `REBALANCE_MARGIN`), if a sample of that page's items is far
-//!   colder too (the class as a whole, not only its tail) and the donor keeps a page (a class left
-//!   with none takes a page back on its next store, evicting a whole page of
-//!   another class's items for one item); so when the mix of value sizes changes, memory
-//!   follows it once the old items' counts have aged (the sketch halves every
-//!   10 x capacity events);
+//!   colder too (the class as a whole, not only its tail) and the donor keeps
+//!   a page (a class left with none takes a page back on its next store,
+//!   evicting a page's worth of another class's items for one item); so when
+//!   the mix of value sizes changes, memory follows it once the old items'
+//!   counts have aged (the sketch halves every 10 x capacity events);
 //! - the class has nothing at all to evict: it takes the page of another
 //!   class's coldest item.
 //!
 //! **Sparse classes.** A class whose items would fill a small part of its one
 //! page (at most a quarter of a page of the next class up, `SPARSE_SHARE`, and
-//! all fitting in that class's free chunks) lends the page to a class that needs one: its items
-//! move up a class and it stores new ones there, as *guests*, while it has no
-//! page and memory is full. Once its guests would fill a whole page of the
-//! class up they waste more than a page of its own would leave unused, and
-//! the class takes one again the usual way. A shard gets `-m / cores`, so a
-//! few dozen pages; with mixed sizes every small class held a mostly empty
-//! page (the replay's `50-1500` rows: 2.4 MB of 32 in free chunks of four
-//! classes). Moving up costs a guest up to a quarter of its chunk (the
-//! growth factor).
+//! all fitting in that class's free chunks) lends the page to a class that
+//! needs one: its items move up a class and it stores new ones there, as
+//! *guests*, while it has no page and memory is full. Once its guests would
+//! fill a whole page of the class up they waste more than a page of its own
+//! would leave unused, and the class takes one again the usual way. A shard
+//! gets `-m / cores`, so a few dozen pages; with mixed sizes every small class
+//! held a mostly empty page (the replay's `50-1500` rows: 2.4 MB of 32 in free
+//! chunks of four classes). Moving up costs a guest up to a quarter of its
+//! chunk (the growth factor).
 //!
 //! A page move costs the donor class its coldest items, not the page's own:
 //! as many of its next victims as its other pages lack room for are evicted,
