@@ -1473,13 +1473,19 @@ impl Shard {
         };
         self.slabs.copy_chunk(id, to);
         self.policy.relocate(&mut self.slabs, class, to);
+        self.rescued(id, to);
+        true
+    }
+
+    /// The item of chunk `from`, copied to chunk `to` and on its list there, is
+    /// found at `to` from now on (index, TTL heap), and `from` is free.
+    fn rescued(&mut self, from: u32, to: u32) {
         let b = self.slabs.item(to);
         let (hash, expiry) = (key_hash(item::key(b)), item::expiry(b));
-        self.index.replace(hash, id, to);
+        self.index.replace(hash, from, to);
         self.ttl_push(expiry, to);
-        self.slabs.free(id);
+        self.slabs.free(from);
         self.stats.pages_rescued_items += 1;
-        true
     }
 
     /// Evicts a live item.
@@ -1564,8 +1570,9 @@ impl Shard {
 
     /// A class that can lend its last page to `class`: one whose items, with
     /// its guests there, all fit in the free chunks of the next class up, and
-    /// fill no more than 1/[`SPARSE_SHARE`] of a page there (a class takes a page back once its guests fill a whole
-    /// one, [`host_for`](Self::host_for)). Its page, if not `protect_page`.
+    /// fill no more than 1/[`SPARSE_SHARE`] of a page there (a class takes a
+    /// page back once its guests fill a whole one, [`host_for`](Self::host_for)).
+    /// Its page, if not `protect_page`.
     fn sparse_class_page(&self, class: usize, protect_page: Option<u32>) -> Option<u32> {
         let classes = &self.slabs.classes;
         (0..classes.len().saturating_sub(1))
@@ -1602,15 +1609,10 @@ impl Shard {
         let seg = self.policy.remove(&mut self.slabs, class, id);
         self.slabs.copy_chunk(id, to);
         self.policy.adopt(&mut self.slabs, class + 1, to, seg);
-        let b = self.slabs.item(to);
-        let (hash, expiry) = (key_hash(item::key(b)), item::expiry(b));
-        self.index.replace(hash, id, to);
-        self.ttl_push(expiry, to);
         if was_home {
             self.slabs.classes[class].guests += 1;
         }
-        self.slabs.free(id);
-        self.stats.pages_rescued_items += 1;
+        self.rescued(id, to);
         true
     }
 }
