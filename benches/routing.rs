@@ -2,8 +2,9 @@
 //! core's mailbox and of its replies back, without the ring wake-up (both
 //! threads poll), so the figure is the cost of the queues and batches alone.
 
+use corecache::keyhash::{key_hash, owner};
 use corecache::server::routing::{Batch, ItemKind, Mailbox, Message};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -65,5 +66,33 @@ fn bench_round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_round_trip);
+/// What routing a key costs: its hash, and the jump hash that picks its
+/// owner among `cores` (what a request saves for each time it is not
+/// computed again).
+fn bench_route(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route");
+    let keys: Vec<Vec<u8>> = (0..1024)
+        .map(|i| format!("key:{i:010}").into_bytes())
+        .collect();
+    group.throughput(Throughput::Elements(keys.len() as u64));
+    group.bench_function("key_hash_14_bytes", |b| {
+        b.iter(|| {
+            keys.iter()
+                .fold(0u64, |acc, k| acc ^ key_hash(black_box(k)))
+        })
+    });
+    let hashes: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
+    for cores in [4usize, 16, 64] {
+        group.bench_function(format!("owner_of_{cores}_cores"), |b| {
+            b.iter(|| {
+                hashes
+                    .iter()
+                    .fold(0usize, |acc, &h| acc ^ owner(black_box(h), cores))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_round_trip, bench_route);
 criterion_main!(benches);

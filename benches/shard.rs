@@ -103,7 +103,7 @@ fn bench(c: &mut Criterion) {
                 }
                 let hashes = &hashes_in_order[at..at + BATCH];
                 let keys = keys_in_order[at * key_len..(at + BATCH) * key_len].chunks(key_len);
-                s.prefetch(hashes);
+                s.prefetch(hashes.iter().copied());
                 let mut bytes = 0;
                 for (k, h) in keys.zip(hashes) {
                     bytes += s.get(k, *h, NOW).map_or(0, |v| v.value.len());

@@ -8,10 +8,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// The 64-bit hash of a key: XXH3-64 with seed 0 over the raw key bytes.
 ///
-/// The same value picks the owning core and indexes the shard's hash table.
-/// (The server still computes it up to three times for a request: to prefetch
-/// a pipelined batch, to route, and to execute; a few nanoseconds each for
-/// short keys.)
+/// The same value picks the owning core and indexes the shard's hash table;
+/// the server computes it once per key of a request (`server::core`, `Route`).
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
     xxh3_64(key)

@@ -64,6 +64,17 @@ struct CoreState {
     memory_limit_seen: u64,
     draining: bool,
     slabs_published_at: u32,
+    /// The routes of the window being served (kept to reuse its allocation).
+    routes: Vec<Route>,
+}
+
+/// A key's hash and the core that owns it, computed once per key: prefetching,
+/// routing and the shard's lookup all use it (the jump hash that picks the
+/// owner costs more than the key hash on many cores).
+#[derive(Clone, Copy)]
+struct Route {
+    hash: u64,
+    owner: usize,
 }
 
 pub fn run_core(
@@ -123,6 +134,7 @@ pub fn run_core(
         memory_limit_seen: 0,
         draining: false,
         slabs_published_at: 0,
+        routes: Vec::new(),
         shared,
     };
     // A warm restart brings items back before the first request: `stats` on
@@ -458,11 +470,24 @@ impl CoreState {
 
     /// Serves every complete request at the front of `buf`; returns the bytes used.
     ///
-    /// Requests are parsed a window at a time: the keys of a window that this
-    /// core owns are prefetched before the first request is served, so the
-    /// cache misses of pipelined requests overlap instead of stalling one after
-    /// another.
+    /// Requests are parsed a window at a time and their keys routed: the keys
+    /// of a window that this core owns are prefetched before the first
+    /// request is served, so the cache misses of pipelined requests overlap
+    /// instead of stalling one after another.
     fn serve(&mut self, connection: &mut Connection, token: u64, buf: &[u8]) -> usize {
+        let mut routes = std::mem::take(&mut self.routes);
+        let used = self.serve_windows(connection, token, buf, &mut routes);
+        self.routes = routes;
+        used
+    }
+
+    fn serve_windows(
+        &mut self,
+        connection: &mut Connection,
+        token: u64,
+        buf: &[u8],
+        routes: &mut Vec<Route>,
+    ) -> usize {
         // A request that closes the connection (`shutdown`, a protocol error)
         // ends the serving; one served while it already closes does not.
         let closing = connection.closing;
@@ -487,13 +512,19 @@ impl CoreState {
             if parsed == 0 {
                 break;
             }
-            // The null target touches no storage, so it loads none either.
-            if parsed > 1 && !self.shared.config.null {
-                self.prefetch(&window[..parsed]);
+            // The null target touches no storage, so it routes and loads nothing.
+            let mut spans = [(0, 0); PREFETCH_DEPTH];
+            if !self.shared.config.null {
+                self.route_window(&window[..parsed], routes, &mut spans);
+                if parsed > 1 {
+                    let me = self.index;
+                    let owned = routes.iter().filter(|r| r.owner == me).map(|r| r.hash);
+                    self.shard.prefetch(owned);
+                }
             }
             // By reference: a parsed request is some 200 bytes, and moving each
             // out of the window and into `dispatch` copied it twice.
-            for slot in &window[..parsed] {
+            for (slot, &(from, to)) in window[..parsed].iter().zip(&spans) {
                 let Some((request, start)) = slot else {
                     break;
                 };
@@ -505,14 +536,15 @@ impl CoreState {
                 {
                     let raw = key.delete_request();
                     if let Parsed::Request { request, .. } = protocol::parse(&raw, &self.limits) {
-                        self.dispatch(connection, token, &request, &raw);
+                        self.dispatch(connection, token, &request, &raw, &[]);
                     }
                 }
                 match request {
                     Parsed::Incomplete => unreachable!("never stored in the window"),
                     Parsed::Request { request, consumed } => {
                         pos = start + *consumed;
-                        self.dispatch(connection, token, request, &buf[start..pos]);
+                        let raw = &buf[start..pos];
+                        self.dispatch(connection, token, request, raw, &routes[from..to]);
                         if connection.closing != closing {
                             return pos;
                         }
@@ -541,48 +573,52 @@ impl CoreState {
         pos
     }
 
-    /// Starts loading the shard memory that the window's keys owned by this
-    /// core will touch. The lookups run back to back in one tight loop, which
-    /// lets the CPU overlap their index misses too.
-    fn prefetch(&self, window: &[Option<(Parsed<'_>, usize)>]) {
-        let cores = self.shared.cores();
-        let mut hashes = [0u64; PREFETCH_KEYS];
-        let mut count = 0;
-        let mut note = |key: &[u8]| {
-            let hash = key_hash(key);
-            if count < PREFETCH_KEYS && (cores == 1 || owner(hash, cores) == self.index) {
-                hashes[count] = hash;
-                count += 1;
-            }
-        };
-        for (request, _) in window.iter().flatten() {
-            if let Parsed::Request { request, .. } = request {
+    /// Routes the keys of a window's requests, in order, into `routes` (at
+    /// most [`PREFETCH_KEYS`]: a longer multi-get routes the rest as it is
+    /// served); `spans[r]` is the range of request `r`'s keys in `routes`.
+    fn route_window(
+        &self,
+        window: &[Option<(Parsed<'_>, usize)>],
+        routes: &mut Vec<Route>,
+        spans: &mut [(usize, usize); PREFETCH_DEPTH],
+    ) {
+        routes.clear();
+        for (slot, span) in window.iter().zip(spans.iter_mut()) {
+            let from = routes.len();
+            if let Some((Parsed::Request { request, .. }, _)) = slot {
                 match request {
-                    Request::Get { keys, .. } => keys.iter().for_each(&mut note),
-                    _ => request.single_key().into_iter().for_each(&mut note),
+                    Request::Get { keys, .. } => {
+                        let room = PREFETCH_KEYS.saturating_sub(routes.len());
+                        routes.extend(keys.iter().take(room).map(|key| self.route(key)));
+                    }
+                    _ => routes.extend(request.single_key().map(|key| self.route(key))),
                 }
             }
+            *span = (from, routes.len());
         }
-        self.shard.prefetch(&hashes[..count]);
     }
 
     /// Serves a retrieval's keys in order, then its `END`; or, if the
     /// connection must pause first, returns the keys not yet served (the
     /// caller keeps them in [`PendingGet`] and goes on once replies drain).
+    /// `routes` holds the first keys' routes, if the window routed them.
     fn serve_get<'k>(
         &mut self,
         connection: &mut Connection,
         token: u64,
         kind: GetKind,
         mut keys: Keys<'k>,
+        routes: &[Route],
     ) -> Option<Keys<'k>> {
+        let mut routed = routes.iter();
         while let Some((key, rest)) = keys.split_first() {
-            let owner = self.owner_of(key);
-            if owner == self.index {
-                self.executor().get(key, kind, connection.reply_buffer());
+            let route = routed.next().copied().unwrap_or_else(|| self.route(key));
+            if route.owner == self.index {
+                let out = connection.reply_buffer();
+                self.executor().get(key, route.hash, kind, out);
             } else {
                 let seq = connection.hold_reply();
-                self.outbox.forwards[owner].push(token, seq, ItemKind::GetFragment, |b| {
+                self.outbox.forwards[route.owner].push(token, seq, ItemKind::GetFragment, |b| {
                     encode_get_fragment(b, kind, key)
                 });
             }
@@ -601,7 +637,7 @@ impl CoreState {
         let Some(mut pending) = connection.pending_get.take() else {
             return true;
         };
-        match self.serve_get(connection, token, pending.kind, pending.rest()) {
+        match self.serve_get(connection, token, pending.kind, pending.rest(), &[]) {
             None => true,
             Some(rest) => {
                 pending.advance_to(rest.as_bytes().len());
@@ -620,13 +656,14 @@ impl CoreState {
         }
     }
 
-    /// The core that owns `key`; on one core that is this one, with no hash to
-    /// compute (the shard hashes the key again for its lookup).
-    fn owner_of(&self, key: &[u8]) -> usize {
-        match self.shared.cores() {
+    /// The hash of `key` and the core that owns it.
+    fn route(&self, key: &[u8]) -> Route {
+        let hash = key_hash(key);
+        let owner = match self.shared.cores() {
             1 => 0,
-            cores => owner(key_hash(key), cores),
-        }
+            cores => owner(hash, cores),
+        };
+        Route { hash, owner }
     }
 
     fn executor(&mut self) -> Executor<'_> {
@@ -639,21 +676,25 @@ impl CoreState {
     }
 
     /// Serves one request: here if this core owns its key, else by forwarding.
+    /// `routes` holds its keys' routes, if its window routed them.
     fn dispatch(
         &mut self,
         connection: &mut Connection,
         token: u64,
         request: &Request<'_>,
         raw: &[u8],
+        routes: &[Route],
     ) {
         if self.shared.config.null {
             null_reply(request, connection.reply_buffer());
             return;
         }
         if let Some(key) = request.single_key() {
-            let owner = self.owner_of(key);
+            let route = routes.first().copied().unwrap_or_else(|| self.route(key));
+            let owner = route.owner;
             if owner == self.index {
-                self.executor().keyed(request, connection.reply_buffer());
+                self.executor()
+                    .keyed(request, route.hash, connection.reply_buffer());
             } else {
                 let (seq, kind) = if request.noreply() {
                     (0, ItemKind::NoReply)
@@ -666,7 +707,7 @@ impl CoreState {
         }
         match *request {
             Request::Get { kind, keys } => {
-                if let Some(rest) = self.serve_get(connection, token, kind, keys) {
+                if let Some(rest) = self.serve_get(connection, token, kind, keys, routes) {
                     connection.pending_get = Some(PendingGet::new(kind, rest));
                     connection.paused = true;
                 }
@@ -806,7 +847,7 @@ impl CoreState {
                     match (item.kind, &request) {
                         (ItemKind::GetFragment, Request::Get { kind, keys }) => {
                             for key in keys.iter() {
-                                self.executor().get(key, *kind, &mut out);
+                                self.executor().get(key, key_hash(key), *kind, &mut out);
                             }
                         }
                         (_, Request::Stats { args }) => {
@@ -814,7 +855,10 @@ impl CoreState {
                                 admin::cachedump(&self.shard, class, limit, &mut out);
                             }
                         }
-                        _ => self.executor().keyed(&request, &mut out),
+                        _ => {
+                            let key = request.single_key().expect("forwarded for its key");
+                            self.executor().keyed(&request, key_hash(key), &mut out)
+                        }
                     }
                     let replies = &mut self.outbox.replies[from];
                     replies.bytes = out;

@@ -2,6 +2,7 @@
 //! memcached's replies. Runs on the owning core, whether the request arrived on
 //! one of its own connections or was forwarded by another core.
 
+#[cfg(doc)]
 use crate::keyhash::key_hash;
 use crate::protocol::{absolute_expiry, reply, GetKind, Request, StoreKind};
 use crate::server::stats::CoreStats;
@@ -20,7 +21,8 @@ pub struct Executor<'a> {
 
 impl Executor<'_> {
     /// Runs a request about one key, appending its reply (nothing for noreply).
-    pub fn keyed(&mut self, request: &Request<'_>, out: &mut Vec<u8>) {
+    /// `hash` is its key's [`key_hash`], which routing the request computed.
+    pub fn keyed(&mut self, request: &Request<'_>, hash: u64, out: &mut Vec<u8>) {
         let reply: &[u8] = match *request {
             Request::Store {
                 kind,
@@ -29,9 +31,9 @@ impl Executor<'_> {
                 exptime,
                 data,
                 ..
-            } => self.store(kind, key, flags, exptime, data),
+            } => self.store(kind, key, hash, flags, exptime, data),
             Request::Delete { key, .. } => {
-                if self.shard.delete(key, key_hash(key), self.now) {
+                if self.shard.delete(key, hash, self.now) {
                     self.stats.delete_hits.incr();
                     reply::DELETED
                 } else {
@@ -42,7 +44,7 @@ impl Executor<'_> {
             Request::Touch { key, exptime, .. } => {
                 self.stats.cmd_touch.incr();
                 let expiry = absolute_expiry(exptime, self.now);
-                if self.shard.touch(key, key_hash(key), expiry, self.now) {
+                if self.shard.touch(key, hash, expiry, self.now) {
                     self.stats.touch_hits.incr();
                     reply::TOUCHED
                 } else {
@@ -58,7 +60,7 @@ impl Executor<'_> {
                 } else {
                     (&self.stats.decr_hits, &self.stats.decr_misses)
                 };
-                match self.shard.arith(key, key_hash(key), incr, delta, self.now) {
+                match self.shard.arith(key, hash, incr, delta, self.now) {
                     ArithResult::Value(n) => {
                         hits.incr();
                         if !request.noreply() {
@@ -74,18 +76,11 @@ impl Executor<'_> {
                     ArithResult::NonNumeric => reply::NON_NUMERIC,
                 }
             }
-            Request::Get { kind, keys } => {
-                for key in keys.iter() {
-                    self.get(key, kind, out);
-                }
-                out.extend_from_slice(reply::END);
-                return;
-            }
             Request::Meta(ref m) => {
-                self.meta(m, out);
+                self.meta(m, hash, out);
                 return;
             }
-            _ => unreachable!("not a keyed request: {request:?}"),
+            _ => unreachable!("not a single-key request: {request:?}"),
         };
         if !request.noreply() {
             out.extend_from_slice(reply);
@@ -93,9 +88,9 @@ impl Executor<'_> {
     }
 
     /// Appends the `VALUE` block of one key of a retrieval, if it is a hit.
-    pub fn get(&mut self, key: &[u8], kind: GetKind, out: &mut Vec<u8>) {
+    /// `hash` is the key's [`key_hash`].
+    pub fn get(&mut self, key: &[u8], hash: u64, kind: GetKind, out: &mut Vec<u8>) {
         self.stats.cmd_get.incr();
-        let hash = key_hash(key);
         let item = match kind.touch {
             None => self.shard.get(key, hash, self.now),
             Some(exptime) => {
@@ -144,6 +139,7 @@ impl Executor<'_> {
         &mut self,
         kind: StoreKind,
         key: &[u8],
+        hash: u64,
         flags: u32,
         exptime: i64,
         data: &[u8],
@@ -157,7 +153,7 @@ impl Executor<'_> {
         let expiry = absolute_expiry(exptime, self.now);
         let result = self
             .shard
-            .store(mode, key, key_hash(key), flags, expiry, data, self.now);
+            .store(mode, key, hash, flags, expiry, data, self.now);
         self.count_store(result, matches!(mode, StoreMode::Cas(_)));
         match result {
             StoreResult::Stored => reply::STORED,

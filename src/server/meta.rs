@@ -3,7 +3,6 @@
 //! flags in the order the client sent them, then `Z`, `X`, `W` for `mg`.
 
 use super::execute::{Executor, NO_CAS_MATCHES};
-use crate::keyhash::key_hash;
 use crate::protocol::meta::{MetaCommand, SetMode};
 use crate::protocol::{absolute_expiry, reply, MetaFlags, MetaRequest};
 use crate::storage::{
@@ -13,13 +12,14 @@ use crate::storage::{
 
 impl Executor<'_> {
     /// Runs one meta request, appending its reply (possibly nothing, with `q`).
-    pub fn meta(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
+    /// `hash` is the key's [`key_hash`](crate::keyhash::key_hash).
+    pub fn meta(&mut self, m: &MetaRequest<'_>, hash: u64, out: &mut Vec<u8>) {
         match m.command {
-            MetaCommand::Get => self.meta_get(m, out),
-            MetaCommand::Set => self.meta_set(m, out),
-            MetaCommand::Delete => self.meta_delete(m, out),
-            MetaCommand::Arith => self.meta_arith(m, out),
-            MetaCommand::Debug => self.meta_debug(m, out),
+            MetaCommand::Get => self.meta_get(m, hash, out),
+            MetaCommand::Set => self.meta_set(m, hash, out),
+            MetaCommand::Delete => self.meta_delete(m, hash, out),
+            MetaCommand::Arith => self.meta_arith(m, hash, out),
+            MetaCommand::Debug => self.meta_debug(m, hash, out),
         }
     }
 
@@ -52,7 +52,7 @@ impl Executor<'_> {
         steps
     }
 
-    fn meta_get(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
+    fn meta_get(&mut self, m: &MetaRequest<'_>, hash: u64, out: &mut Vec<u8>) {
         self.stats.cmd_get.incr();
         let f = &m.flags;
         if f.touch.is_some() {
@@ -65,7 +65,7 @@ impl Executor<'_> {
         };
         let key = m.key();
         let now = self.now;
-        let Some(hit) = self.shard.meta_get(key, key_hash(key), opts, now) else {
+        let Some(hit) = self.shard.meta_get(key, hash, opts, now) else {
             self.stats.get_misses.incr();
             if f.touch.is_some() {
                 self.stats.touch_misses.incr();
@@ -117,7 +117,7 @@ impl Executor<'_> {
         }
     }
 
-    fn meta_set(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
+    fn meta_set(&mut self, m: &MetaRequest<'_>, hash: u64, out: &mut Vec<u8>) {
         let f = &m.flags;
         // Set and replace with C are memcached's compare-and-swap (C0 matches
         // nothing, and the cas_* counters count them); append and prepend read
@@ -138,9 +138,7 @@ impl Executor<'_> {
             vivify: self.expiry(f.vivify),
         };
         let key = m.key();
-        let (result, cas) = self
-            .shard
-            .meta_store(key, key_hash(key), m.data, opts, self.now);
+        let (result, cas) = self.shard.meta_store(key, hash, m.data, opts, self.now);
         self.count_store(result, swap && f.compare_cas.is_some());
         let code: &[u8] = match result {
             StoreResult::Stored if f.quiet => return,
@@ -164,7 +162,7 @@ impl Executor<'_> {
         out.extend_from_slice(b"\r\n");
     }
 
-    fn meta_delete(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
+    fn meta_delete(&mut self, m: &MetaRequest<'_>, hash: u64, out: &mut Vec<u8>) {
         let f = &m.flags;
         let opts = MetaDelete {
             compare_cas: self.compare(f.compare_cas),
@@ -173,7 +171,7 @@ impl Executor<'_> {
             touch: self.expiry(f.touch),
         };
         let key = m.key();
-        let code: &[u8] = match self.shard.meta_delete(key, key_hash(key), opts, self.now) {
+        let code: &[u8] = match self.shard.meta_delete(key, hash, opts, self.now) {
             MetaDeleteResult::Deleted => {
                 self.stats.delete_hits.incr();
                 if f.quiet {
@@ -192,7 +190,7 @@ impl Executor<'_> {
         out.extend_from_slice(b"\r\n");
     }
 
-    fn meta_arith(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
+    fn meta_arith(&mut self, m: &MetaRequest<'_>, hash: u64, out: &mut Vec<u8>) {
         let f = &m.flags;
         let opts = MetaArith {
             incr: f.incr,
@@ -210,7 +208,7 @@ impl Executor<'_> {
         };
         let key = m.key();
         let now = self.now;
-        let code: &[u8] = match self.shard.meta_arith(key, key_hash(key), opts, now) {
+        let code: &[u8] = match self.shard.meta_arith(key, hash, opts, now) {
             MetaArithResult::Value {
                 value,
                 cas,
@@ -263,10 +261,10 @@ impl Executor<'_> {
         out.extend_from_slice(b"\r\n");
     }
 
-    fn meta_debug(&mut self, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
+    fn meta_debug(&mut self, m: &MetaRequest<'_>, hash: u64, out: &mut Vec<u8>) {
         let key = m.key();
         let now = self.now;
-        let Some(d) = self.shard.meta_debug(key, key_hash(key), now) else {
+        let Some(d) = self.shard.meta_debug(key, hash, now) else {
             out.extend_from_slice(b"EN\r\n");
             return;
         };

@@ -472,12 +472,12 @@ impl Shard {
     /// that lookups of these key hashes will touch. A hint only: serving a batch of requests, call this
     /// with all their keys first, then serve them, so their cache misses overlap
     /// instead of coming one after another.
-    pub fn prefetch(&self, hashes: &[u64]) {
-        for &hash in hashes {
+    pub fn prefetch(&self, hashes: impl Iterator<Item = u64> + Clone) {
+        for hash in hashes.clone() {
             self.index.prefetch(hash);
             self.policy.prefetch(hash);
         }
-        for &hash in hashes {
+        for hash in hashes {
             if let Some(id) = self.index.first_candidate(hash) {
                 self.slabs.prefetch(id);
             }
