@@ -9,7 +9,8 @@ use xxhash_rust::xxh3::xxh3_64;
 /// The 64-bit hash of a key: XXH3-64 with seed 0 over the raw key bytes.
 ///
 /// The same value picks the owning core and indexes the shard's hash table;
-/// the server computes it once per key of a request (`server::core`, `Route`).
+/// the core that reads a request computes it once per key (`server::core`,
+/// `Route`), and the owning core once more for a request forwarded to it.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
     xxh3_64(key)

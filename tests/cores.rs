@@ -95,6 +95,34 @@ fn multi_get_of_50_keys_on_each_port_is_in_request_order() {
     }
 }
 
+/// Keys past what a window of pipelined requests routes and prefetches ahead
+/// (256 of the serving core's) are routed as they are served: two 300-key
+/// multi-gets of core 0's keys, a set and a get in one write, through every
+/// port (on core 0's own port one multi-get passes the cap).
+#[test]
+fn pipelined_multi_gets_past_the_prefetch_cap_answer_every_key() {
+    let Some(s) = start() else { return };
+    let keys = keys_owned_by(0, 300, "cap-");
+    let mut c = s.client();
+    for k in &keys {
+        c.set(k, format!("v{k}").as_bytes());
+    }
+    let get = format!("get {}\r\n", keys.join(" "));
+    let mut values = String::new();
+    for k in &keys {
+        let v = format!("v{k}");
+        values.push_str(&format!("VALUE {k} 0 {}\r\n{v}\r\n", v.len()));
+    }
+    for (n, port) in all_ports(&s).into_iter().enumerate() {
+        let mut c = Client::connect(port);
+        let late = format!("late{n}");
+        let request = format!("{get}{get}set {late} 0 0 2\r\nok\r\nget {late}\r\n");
+        let reply =
+            format!("{values}END\r\n{values}END\r\nSTORED\r\nVALUE {late} 0 2\r\nok\r\nEND\r\n");
+        c.expect(request, reply);
+    }
+}
+
 #[test]
 fn incr_delete_cas_consistent_across_ports() {
     let Some(s) = start() else { return };

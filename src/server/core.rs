@@ -31,7 +31,7 @@ const PREFETCH_DEPTH: usize = 16;
 /// served (`CoreState::serve_after_leftover`): a split request of up to about
 /// this size is completed without copying the rest of the read.
 const SPLIT_REQUEST_REACH: usize = 1024;
-/// Keys prefetched per window (a window of multi-gets holds many).
+/// Keys prefetched per window, at most (a window of multi-gets holds many).
 const PREFETCH_KEYS: usize = 256;
 /// How long a shutdown waits for replies owed before closing anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
@@ -519,7 +519,7 @@ impl CoreState {
                 if parsed > 1 {
                     let me = self.index;
                     let owned = routes.iter().filter(|r| r.owner == me).map(|r| r.hash);
-                    self.shard.prefetch(owned);
+                    self.shard.prefetch(owned.take(PREFETCH_KEYS));
                 }
             }
             // By reference: a parsed request is some 200 bytes, and moving each
@@ -573,9 +573,10 @@ impl CoreState {
         pos
     }
 
-    /// Routes the keys of a window's requests, in order, into `routes` (at
-    /// most [`PREFETCH_KEYS`]: a longer multi-get routes the rest as it is
-    /// served); `spans[r]` is the range of request `r`'s keys in `routes`.
+    /// Routes the keys of a window's requests, in order, into `routes`;
+    /// `spans[r]` is the range of request `r`'s keys in `routes`. Multi-gets
+    /// stop adding keys once [`PREFETCH_KEYS`] routed keys are this core's:
+    /// their other keys are routed as they are served.
     fn route_window(
         &self,
         window: &[Option<(Parsed<'_>, usize)>],
@@ -583,15 +584,28 @@ impl CoreState {
         spans: &mut [(usize, usize); PREFETCH_DEPTH],
     ) {
         routes.clear();
+        let mut owned = 0;
         for (slot, span) in window.iter().zip(spans.iter_mut()) {
             let from = routes.len();
             if let Some((Parsed::Request { request, .. }, _)) = slot {
-                match request {
-                    Request::Get { keys, .. } => {
-                        let room = PREFETCH_KEYS.saturating_sub(routes.len());
-                        routes.extend(keys.iter().take(room).map(|key| self.route(key)));
-                    }
-                    _ => routes.extend(request.single_key().map(|key| self.route(key))),
+                let mut keys = match request {
+                    Request::Get { keys, .. } => *keys,
+                    _ => Keys(b""),
+                };
+                if let Some(key) = request.single_key() {
+                    let route = self.route(key);
+                    owned += usize::from(route.owner == self.index);
+                    routes.push(route);
+                }
+                // Past the cap, a multi-get's keys are routed as they are served.
+                while owned < PREFETCH_KEYS {
+                    let Some((key, rest)) = keys.split_first() else {
+                        break;
+                    };
+                    let route = self.route(key);
+                    owned += usize::from(route.owner == self.index);
+                    routes.push(route);
+                    keys = rest;
                 }
             }
             *span = (from, routes.len());

@@ -21,7 +21,8 @@ pub struct Executor<'a> {
 
 impl Executor<'_> {
     /// Runs a request about one key, appending its reply (nothing for noreply).
-    /// `hash` is its key's [`key_hash`], which routing the request computed.
+    /// `hash` is its key's [`key_hash`] (the caller has it from routing the
+    /// request).
     pub fn keyed(&mut self, request: &Request<'_>, hash: u64, out: &mut Vec<u8>) {
         let reply: &[u8] = match *request {
             Request::Store {
