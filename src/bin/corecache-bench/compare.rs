@@ -68,7 +68,7 @@ pub struct CompareArgs {
 /// How to start one target.
 pub(crate) struct Target {
     pub(crate) name: String,
-    protocol: Protocol,
+    pub(crate) protocol: Protocol,
     /// Program and arguments, with {port} still to be replaced.
     argv: Vec<String>,
     /// Real caches get the correctness probe and a prefill; null servers do not.
@@ -120,7 +120,7 @@ pub(crate) fn memcached_target(bin: &Path, mb: u64, threads: usize) -> Result<Ta
 }
 
 /// A server taking memcached's flags: `BIN -p PORT -m MB -t THREADS -U 0 EXTRA...`.
-fn memcached_style_target(
+pub(crate) fn memcached_style_target(
     name: &str,
     bin: &Path,
     install_hint: &str,
@@ -314,7 +314,7 @@ impl Server {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }

@@ -3,6 +3,8 @@
 //! servers. See docs/benchmarks.md for the method.
 //!
 //! - `run`: one workload against one already running server.
+//! - `ab`: two builds of one server alternated round by round: server CPU per
+//!   request of each, user and kernel apart, and the rounds' ratios.
 //! - `compare`: starts each server itself (same memory, same pinned CPUs,
 //!   persistence off), runs every workload at every pipeline depth against it,
 //!   and writes a markdown table, JSON and SVG charts.
@@ -12,6 +14,7 @@
 //!   cache-aside key sequences (skewed, scan, loop, shift) against it and compares
 //!   hit ratios.
 
+mod ab;
 mod client;
 mod compare;
 mod cpu;
@@ -52,6 +55,9 @@ enum Cmd {
     /// Start corecache, memcached, redis-server and null servers in turn and
     /// compare them on the same workloads.
     Compare(compare::CompareArgs),
+    /// Start two builds of a server in alternated rounds and compare what a
+    /// request costs each in server CPU time.
+    Ab(ab::AbArgs),
     /// Hit ratio of W-TinyLFU (the shard's own policy code), LRU or OPT on a trace.
     Policy(policy::PolicyArgs),
     /// Start corecache and memcached with the same -m in turn and compare their hit
@@ -276,7 +282,7 @@ pub fn measure(
         wall[i] = Some(std::time::Instant::now());
         client[i] = cpu::self_cpu_seconds();
         if let Some(pid) = server_pid {
-            match cpu::process_cpu_seconds(pid) {
+            match cpu::process_cpu_times(pid) {
                 Ok(c) => server[i] = Some(c),
                 Err(e) => cpu_err = Some(format!("server CPU of pid {pid}: {e}")),
             }
@@ -371,6 +377,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Compare(a) => compare::run(a),
+        Cmd::Ab(a) => ab::run(a),
         Cmd::Policy(a) => policy::run(a),
         Cmd::Replay(a) => replay::run(a),
     };

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::cpu::CpuTimes;
 use crate::recorder::Recorder;
 
 /// Latency percentiles in microseconds.
@@ -41,6 +42,8 @@ pub struct RunResult {
     pub key_mismatches: u64,
     pub conn_errors: u64,
     pub server_cpu_s: Option<f64>,
+    /// Of `server_cpu_s`, the time in user space (the rest is the kernel's).
+    pub server_user_cpu_s: Option<f64>,
     pub requests_per_server_cpu_s: Option<f64>,
     pub client_cpu_s: f64,
     pub latency_us: Latency,
@@ -58,9 +61,10 @@ impl RunResult {
         mode: String,
         seconds: f64,
         rec: &Recorder,
-        server_cpu_s: Option<f64>,
+        server_cpu: Option<CpuTimes>,
         client_cpu_s: f64,
     ) -> RunResult {
+        let server_cpu_s = server_cpu.map(CpuTimes::total);
         let h = &rec.hist;
         let us = |ns: u64| ns as f64 / 1000.0;
         let latency = if h.is_empty() {
@@ -95,6 +99,7 @@ impl RunResult {
             key_mismatches: rec.key_mismatches,
             conn_errors: rec.conn_errors,
             server_cpu_s,
+            server_user_cpu_s: server_cpu.map(|c| c.user),
             requests_per_server_cpu_s: server_cpu_s
                 .filter(|&c| c > 0.0)
                 .map(|c| requests as f64 / c),

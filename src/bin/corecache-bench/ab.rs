@@ -1,0 +1,279 @@
+//! `ab`: two builds of a memcached-protocol server (two corecache commits, or
+//! corecache with and without a flag) measured in alternated rounds: what a
+//! request costs each in server CPU time, user and kernel apart.
+//!
+//! On a shared machine the same binary's cost moves by 15% or more from one run
+//! to the next, more than most changes are worth. Alternating the two servers
+//! round by round (A B, then B A, ...) puts both under the same drift, and the
+//! round's own ratio B/A cancels what the round shared; the medians of those
+//! ratios and of each side's costs are what to quote.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::compare::{memcached_style_target, next_free_port, Server, Target};
+use crate::workload::Workload;
+use crate::{client, measure, parse_cpus, LoadArgs, WorkloadArgs};
+
+#[derive(Args)]
+pub struct AbArgs {
+    /// Server A (the baseline).
+    #[arg(long)]
+    a: PathBuf,
+    /// Server B (the change).
+    #[arg(long)]
+    b: PathBuf,
+    /// Extra arguments for A, whitespace-separated (after `-p -m -t -U 0`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    a_args: String,
+    /// Extra arguments for B.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    b_args: String,
+    /// Rounds; each runs A and B once, in alternating order.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Workload profile: default, multiget10, seed.
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    /// Memory limit given to both servers, in MB.
+    #[arg(long, default_value_t = 256)]
+    memory_mb: u64,
+    /// CPUs the servers are pinned to; their thread count is the number of CPUs.
+    #[arg(long, default_value = "1", value_parser = parse_cpus)]
+    server_cpus: ::std::vec::Vec<usize>, // full path: one value parsed to a list
+    /// Also write every run and the summary as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory for the servers' logs.
+    #[arg(long, default_value = "bench-results/ab-logs")]
+    logs: PathBuf,
+    /// First port to start servers on.
+    #[arg(long, default_value_t = 31300)]
+    base_port: u16,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// What one run of one side cost, per request, in nanoseconds of server CPU.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Cost {
+    pub total_ns: f64,
+    pub user_ns: f64,
+    pub system_ns: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Run {
+    round: usize,
+    side: &'static str,
+    requests: u64,
+    cost: Cost,
+}
+
+/// Medians over the rounds.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Summary {
+    pub a: Cost,
+    pub b: Cost,
+    /// Each round's B/A of the total cost, sorted.
+    pub ratios: Vec<f64>,
+    pub median_ratio: f64,
+    /// Rounds in which B cost less than A.
+    pub b_cheaper: usize,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+fn median_cost(costs: &[Cost]) -> Cost {
+    let of = |f: fn(&Cost) -> f64| median(costs.iter().map(f).collect());
+    Cost {
+        total_ns: of(|c| c.total_ns),
+        user_ns: of(|c| c.user_ns),
+        system_ns: of(|c| c.system_ns),
+    }
+}
+
+/// The summary of paired rounds: `a[i]` and `b[i]` ran in the same round.
+pub fn summarize(a: &[Cost], b: &[Cost]) -> Summary {
+    let mut ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| b.total_ns / a.total_ns)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    Summary {
+        a: median_cost(a),
+        b: median_cost(b),
+        median_ratio: median(ratios.clone()),
+        b_cheaper: ratios.iter().filter(|&&r| r < 1.0).count(),
+        ratios,
+    }
+}
+
+fn side(name: &str, bin: &std::path::Path, args: &str, a: &AbArgs) -> Result<Target, String> {
+    let extra: Vec<&str> = args.split_whitespace().collect();
+    memcached_style_target(name, bin, "", a.memory_mb, a.server_cpus.len(), &extra)
+}
+
+/// Starts a side, prefills its keys, runs the load; returns its cost per request.
+fn run_side(t: &Target, wl: &Workload, a: &AbArgs, port: u16) -> Result<(u64, Cost), String> {
+    let log = a.logs.join(format!("{}-{port}.log", t.name));
+    let server = Server::start(t, port, &a.server_cpus, &log)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    client::prefill(addr, t.protocol, wl).map_err(|e| format!("{} prefill: {e}", t.name))?;
+    let r = measure(
+        &t.name,
+        t.protocol,
+        addr,
+        wl,
+        a.pipeline,
+        &a.load,
+        Some(server.pid()),
+        None,
+    )?;
+    drop(server);
+    let bad = r.errors + r.key_mismatches + r.conn_errors;
+    if bad > 0 || r.requests == 0 {
+        return Err(format!(
+            "{}: {} requests, {} error replies, {} key mismatches, {} connection errors",
+            t.name, r.requests, r.errors, r.key_mismatches, r.conn_errors
+        ));
+    }
+    let (Some(total), Some(user)) = (r.server_cpu_s, r.server_user_cpu_s) else {
+        return Err(format!("{}: no server CPU time", t.name));
+    };
+    let per = |s: f64| s * 1e9 / r.requests as f64;
+    Ok((
+        r.requests,
+        Cost {
+            total_ns: per(total),
+            user_ns: per(user),
+            system_ns: per(total - user),
+        },
+    ))
+}
+
+pub fn run(a: AbArgs) -> Result<(), String> {
+    if a.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let wl = a.workload.apply(Workload::profile(&a.profile)?);
+    std::fs::create_dir_all(&a.logs).map_err(|e| format!("{}: {e}", a.logs.display()))?;
+    let sides = [
+        side("A", &a.a, &a.a_args, &a)?,
+        side("B", &a.b, &a.b_args, &a)?,
+    ];
+    let (mut costs_a, mut costs_b, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut port = a.base_port;
+    for round in 0..a.rounds {
+        // A B, then B A: a drift during the round weighs on both alike.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            port = next_free_port(port.wrapping_add(1));
+            let (requests, cost) = run_side(&sides[i], &wl, &a, port)?;
+            let name = if i == 0 { "A" } else { "B" };
+            println!(
+                "round {} {name}: {:.0} ns per request (user {:.0}, kernel {:.0}), {requests} requests",
+                round + 1,
+                cost.total_ns,
+                cost.user_ns,
+                cost.system_ns
+            );
+            if i == 0 {
+                costs_a.push(cost);
+            } else {
+                costs_b.push(cost);
+            }
+            runs.push(Run {
+                round: round + 1,
+                side: name,
+                requests,
+                cost,
+            });
+        }
+    }
+    let s = summarize(&costs_a, &costs_b);
+    for (name, c) in [("A", s.a), ("B", s.b)] {
+        println!(
+            "{name} median: {:.0} ns per request (user {:.0}, kernel {:.0})",
+            c.total_ns, c.user_ns, c.system_ns
+        );
+    }
+    let ratios: Vec<String> = s.ratios.iter().map(|r| format!("{r:.3}")).collect();
+    println!(
+        "B/A per round: {} (median {:.3}; B cheaper in {} of {})",
+        ratios.join(" "),
+        s.median_ratio,
+        s.b_cheaper,
+        s.ratios.len()
+    );
+    if let Some(path) = &a.json {
+        let json = serde_json::json!({
+            "a": { "bin": a.a, "args": a.a_args },
+            "b": { "bin": a.b, "args": a.b_args },
+            "workload": wl,
+            "pipeline": a.pipeline,
+            "server_cpus": a.server_cpus,
+            "runs": runs,
+            "summary": s,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json).unwrap())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(total: f64, user: f64) -> Cost {
+        Cost {
+            total_ns: total,
+            user_ns: user,
+            system_ns: total - user,
+        }
+    }
+
+    #[test]
+    fn summary_pairs_rounds_and_takes_medians() {
+        let a = [cost(500.0, 200.0), cost(600.0, 250.0), cost(550.0, 230.0)];
+        let b = [cost(450.0, 150.0), cost(660.0, 260.0), cost(495.0, 200.0)];
+        let s = summarize(&a, &b);
+        assert_eq!(s.a, cost(550.0, 230.0));
+        assert_eq!(
+            s.b,
+            Cost {
+                total_ns: 495.0,
+                user_ns: 200.0,
+                system_ns: 300.0
+            }
+        );
+        // Rounds: 450/500 = 0.9, 660/600 = 1.1, 495/550 = 0.9.
+        let r: Vec<String> = s.ratios.iter().map(|r| format!("{r:.2}")).collect();
+        assert_eq!(r, ["0.90", "0.90", "1.10"]);
+        assert!((s.median_ratio - 0.9).abs() < 1e-9);
+        assert_eq!(s.b_cheaper, 2);
+    }
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+}
