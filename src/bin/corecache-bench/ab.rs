@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use crate::compare::{memcached_style_target, next_free_port, Server, Target};
+use crate::compare::{find_binary, memcached_style_target, next_free_port, Server, Target};
 use crate::workload::Workload;
 use crate::{client, measure, parse_cpus, LoadArgs, WorkloadArgs};
 
@@ -32,8 +32,9 @@ pub struct AbArgs {
     /// Extra arguments for B.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     b_args: String,
-    /// Rounds; each runs A and B once, in alternating order.
-    #[arg(long, default_value_t = 5)]
+    /// Rounds; each runs A and B once, in alternating order (an even count
+    /// puts each first equally often).
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
     /// Workload profile: default, multiget10, seed.
     #[arg(long, default_value = "default")]
@@ -81,9 +82,11 @@ struct Run {
 /// Medians over the rounds.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Summary {
+    /// Each figure the median of its own (so user + kernel need not add up to
+    /// the total).
     pub a: Cost,
     pub b: Cost,
-    /// Each round's B/A of the total cost, sorted.
+    /// Each round's B/A of the total cost, in round order.
     pub ratios: Vec<f64>,
     pub median_ratio: f64,
     /// Rounds in which B cost less than A.
@@ -110,12 +113,11 @@ fn median_cost(costs: &[Cost]) -> Cost {
 
 /// The summary of paired rounds: `a[i]` and `b[i]` ran in the same round.
 pub fn summarize(a: &[Cost], b: &[Cost]) -> Summary {
-    let mut ratios: Vec<f64> = a
+    let ratios: Vec<f64> = a
         .iter()
         .zip(b)
         .map(|(a, b)| b.total_ns / a.total_ns)
         .collect();
-    ratios.sort_by(f64::total_cmp);
     Summary {
         a: median_cost(a),
         b: median_cost(b),
@@ -125,24 +127,40 @@ pub fn summarize(a: &[Cost], b: &[Cost]) -> Summary {
     }
 }
 
-fn side(name: &str, bin: &std::path::Path, args: &str, a: &AbArgs) -> Result<Target, String> {
+fn side(name: &str, bin: &std::path::Path, args: &str, opts: &AbArgs) -> Result<Target, String> {
+    find_binary(bin).ok_or_else(|| format!("{name}: {} not found", bin.display()))?;
     let extra: Vec<&str> = args.split_whitespace().collect();
-    memcached_style_target(name, bin, "", a.memory_mb, a.server_cpus.len(), &extra)
+    memcached_style_target(
+        name,
+        bin,
+        "",
+        opts.memory_mb,
+        opts.server_cpus.len(),
+        &extra,
+    )
 }
 
 /// Starts a side, prefills its keys, runs the load; returns its cost per request.
-fn run_side(t: &Target, wl: &Workload, a: &AbArgs, port: u16) -> Result<(u64, Cost), String> {
-    let log = a.logs.join(format!("{}-{port}.log", t.name));
-    let server = Server::start(t, port, &a.server_cpus, &log)?;
+fn run_side(t: &Target, wl: &Workload, opts: &AbArgs, port: u16) -> Result<(u64, Cost), String> {
+    let log = opts.logs.join(format!("{}-{port}.log", t.name));
+    let server = Server::start(t, port, &opts.server_cpus, &log)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    client::prefill(addr, t.protocol, wl).map_err(|e| format!("{} prefill: {e}", t.name))?;
+    // A side that cannot hold the keys would serve cheap misses and look cheaper.
+    let prefill =
+        client::prefill(addr, t.protocol, wl).map_err(|e| format!("{} prefill: {e}", t.name))?;
+    if prefill.errors > 0 {
+        return Err(format!(
+            "{}: {} keys of the prefill not stored",
+            t.name, prefill.errors
+        ));
+    }
     let r = measure(
         &t.name,
         t.protocol,
         addr,
         wl,
-        a.pipeline,
-        &a.load,
+        opts.pipeline,
+        &opts.load,
         Some(server.pid()),
         None,
     )?;
@@ -157,6 +175,13 @@ fn run_side(t: &Target, wl: &Workload, a: &AbArgs, port: u16) -> Result<(u64, Co
     let (Some(total), Some(user)) = (r.server_cpu_s, r.server_user_cpu_s) else {
         return Err(format!("{}: no server CPU time", t.name));
     };
+    // /proc counts in clock ticks (10 ms): a window this short measures nothing.
+    if total < 0.05 {
+        return Err(format!(
+            "{}: {total:.2} s of server CPU is too little to measure; lengthen --duration",
+            t.name
+        ));
+    }
     let per = |s: f64| s * 1e9 / r.requests as f64;
     Ok((
         r.requests,
@@ -168,24 +193,32 @@ fn run_side(t: &Target, wl: &Workload, a: &AbArgs, port: u16) -> Result<(u64, Co
     ))
 }
 
-pub fn run(a: AbArgs) -> Result<(), String> {
-    if a.rounds == 0 {
+pub fn run(opts: AbArgs) -> Result<(), String> {
+    if opts.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
-    let wl = a.workload.apply(Workload::profile(&a.profile)?);
-    std::fs::create_dir_all(&a.logs).map_err(|e| format!("{}: {e}", a.logs.display()))?;
+    let wl = opts.workload.apply(Workload::profile(&opts.profile)?);
+    std::fs::create_dir_all(&opts.logs).map_err(|e| format!("{}: {e}", opts.logs.display()))?;
     let sides = [
-        side("A", &a.a, &a.a_args, &a)?,
-        side("B", &a.b, &a.b_args, &a)?,
+        side("A", &opts.a, &opts.a_args, &opts)?,
+        side("B", &opts.b, &opts.b_args, &opts)?,
     ];
-    let (mut costs_a, mut costs_b, mut runs) = (Vec::new(), Vec::new(), Vec::new());
-    let mut port = a.base_port;
-    for round in 0..a.rounds {
+    let mut costs: [Vec<Cost>; 2] = Default::default();
+    let mut runs = Vec::new();
+    let mut failure = None;
+    let mut port = opts.base_port;
+    'rounds: for round in 0..opts.rounds {
         // A B, then B A: a drift during the round weighs on both alike.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             port = next_free_port(port.wrapping_add(1));
-            let (requests, cost) = run_side(&sides[i], &wl, &a, port)?;
+            let (requests, cost) = match run_side(&sides[i], &wl, &opts, port) {
+                Ok(r) => r,
+                Err(e) => {
+                    failure = Some(format!("round {}: {e}", round + 1));
+                    break 'rounds;
+                }
+            };
             let name = if i == 0 { "A" } else { "B" };
             println!(
                 "round {} {name}: {:.0} ns per request (user {:.0}, kernel {:.0}), {requests} requests",
@@ -194,11 +227,7 @@ pub fn run(a: AbArgs) -> Result<(), String> {
                 cost.user_ns,
                 cost.system_ns
             );
-            if i == 0 {
-                costs_a.push(cost);
-            } else {
-                costs_b.push(cost);
-            }
+            costs[i].push(cost);
             runs.push(Run {
                 round: round + 1,
                 side: name,
@@ -207,35 +236,47 @@ pub fn run(a: AbArgs) -> Result<(), String> {
             });
         }
     }
-    let s = summarize(&costs_a, &costs_b);
+    // Rounds that ran both sides are reported even when a later one failed.
+    let complete = costs[0].len().min(costs[1].len());
+    if complete > 0 {
+        let s = summarize(&costs[0][..complete], &costs[1][..complete]);
+        report(&s);
+        if let Some(path) = &opts.json {
+            let json = serde_json::json!({
+                "a": { "bin": opts.a, "args": opts.a_args },
+                "b": { "bin": opts.b, "args": opts.b_args },
+                "workload": wl,
+                "pipeline": opts.pipeline,
+                "memory_mb": opts.memory_mb,
+                "server_cpus": opts.server_cpus,
+                "client_cpus": opts.load.client_cpus,
+                "duration_s": opts.load.duration,
+                "warmup_s": opts.load.warmup,
+                "runs": runs,
+                "summary": s,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&json).unwrap())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn report(s: &Summary) {
     for (name, c) in [("A", s.a), ("B", s.b)] {
         println!(
-            "{name} median: {:.0} ns per request (user {:.0}, kernel {:.0})",
+            "{name} medians: {:.0} ns per request (user {:.0}, kernel {:.0}; each its own median)",
             c.total_ns, c.user_ns, c.system_ns
         );
     }
     let ratios: Vec<String> = s.ratios.iter().map(|r| format!("{r:.3}")).collect();
     println!(
-        "B/A per round: {} (median {:.3}; B cheaper in {} of {})",
+        "B/A by round: {} (median {:.3}; B cheaper in {} of {})",
         ratios.join(" "),
         s.median_ratio,
         s.b_cheaper,
         s.ratios.len()
     );
-    if let Some(path) = &a.json {
-        let json = serde_json::json!({
-            "a": { "bin": a.a, "args": a.a_args },
-            "b": { "bin": a.b, "args": a.b_args },
-            "workload": wl,
-            "pipeline": a.pipeline,
-            "server_cpus": a.server_cpus,
-            "runs": runs,
-            "summary": s,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&json).unwrap())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -264,9 +305,9 @@ mod tests {
                 system_ns: 300.0
             }
         );
-        // Rounds: 450/500 = 0.9, 660/600 = 1.1, 495/550 = 0.9.
+        // Rounds: 450/500 = 0.9, 660/600 = 1.1, 495/550 = 0.9, in round order.
         let r: Vec<String> = s.ratios.iter().map(|r| format!("{r:.2}")).collect();
-        assert_eq!(r, ["0.90", "0.90", "1.10"]);
+        assert_eq!(r, ["0.90", "1.10", "0.90"]);
         assert!((s.median_ratio - 0.9).abs() < 1e-9);
         assert_eq!(s.b_cheaper, 2);
     }

@@ -79,7 +79,7 @@ pub(crate) struct Target {
 }
 
 /// Finds `p` as given (if it has a slash) or on PATH.
-fn find_binary(p: &Path) -> Option<PathBuf> {
+pub(crate) fn find_binary(p: &Path) -> Option<PathBuf> {
     if p.components().count() > 1 || p.is_absolute() {
         return p.is_file().then(|| p.to_path_buf());
     }

@@ -4,7 +4,7 @@ use std::io;
 use std::ops::Sub;
 
 /// CPU seconds a process spent in user space and in the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct CpuTimes {
     pub user: f64,
     pub system: f64,
