@@ -97,53 +97,33 @@ fn ab_alternates_the_two_servers_and_charges_each_its_cpu_per_request() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs one round of `ab` with `extra` (and its own `port`), which must fail;
+/// returns what it printed on stderr.
+fn refused(name: &str, port: u16, duration: &str, extra: &[&str]) -> String {
+    let dir = scratch(name);
+    let port = port.to_string();
+    let mut args = vec!["--rounds", "1", "--warmup", "0", "--duration", duration];
+    args.extend(["--base-port", &port]);
+    args.extend(extra);
+    let out = ab(&dir, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// B's own arguments reach B's command line: one it refuses stops the run with
-/// a message naming B.
+/// a message naming B (A, which runs first, is long enough to measure).
 #[test]
 fn ab_stops_with_a_message_when_a_server_does_not_start() {
-    let dir = scratch("refused");
-    let out = ab(
-        &dir,
-        &[
-            "--b-args",
-            "--no-such-flag",
-            "--rounds",
-            "1",
-            "--duration",
-            "0.6",
-            "--warmup",
-            "0",
-            "--base-port",
-            "24600",
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused("refused", 24600, "0.6", &["--b-args", "--no-such-flag"]);
     assert!(stderr.contains("B exited at start"), "{stderr}");
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A run too short for the server's CPU time to show (the kernel counts it in
 /// 10 ms ticks) is refused rather than reported as a cost of zero.
 #[test]
 fn ab_refuses_a_run_too_short_to_measure() {
-    let dir = scratch("short");
-    let out = ab(
-        &dir,
-        &[
-            "--rounds",
-            "1",
-            "--duration",
-            "0.02",
-            "--warmup",
-            "0",
-            "--base-port",
-            "25100",
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused("short", 25100, "0.02", &[]);
     assert!(stderr.contains("too little to measure"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
