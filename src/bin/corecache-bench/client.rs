@@ -221,3 +221,95 @@ pub fn prefill(addr: SocketAddr, protocol: Protocol, wl: &Workload) -> io::Resul
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+/// The process id the server at `addr` reports (memcached `stats`: `STAT pid`;
+/// Redis `INFO server`: `process_id`), or None when it reports none (a null
+/// server's canned `ERROR`).
+pub fn server_pid(addr: SocketAddr, protocol: Protocol) -> io::Result<Option<u32>> {
+    let mut c = ReplyStream::connect(addr, Duration::from_secs(5), 16 * 1024)?;
+    let (request, field): (&[u8], &str) = match protocol {
+        Protocol::Memcached => (b"stats\r\n", "STAT pid "),
+        Protocol::Redis => (b"INFO server\r\n", "process_id:"),
+    };
+    c.stream.write_all(request)?;
+    let text =
+        c.reply(|buf| Ok(whole_info_reply(buf, protocol).map(|n| (n, buf[..n].to_vec()))))?;
+    let text = String::from_utf8_lossy(&text);
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|pid| pid.trim().parse().ok()))
+}
+
+/// The length of the complete `stats` / `INFO` reply (or error line) at the
+/// front of `buf`, if it has all arrived.
+fn whole_info_reply(buf: &[u8], protocol: Protocol) -> Option<usize> {
+    let line_end = |from: usize| {
+        buf[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|p| from + p + 2)
+    };
+    let first = line_end(0)?;
+    match (protocol, buf[0]) {
+        (Protocol::Memcached, b'S') => {
+            // STAT lines up to END.
+            let mut at = 0;
+            while let Some(next) = line_end(at) {
+                if &buf[at..next] == b"END\r\n" {
+                    return Some(next);
+                }
+                at = next;
+            }
+            None
+        }
+        (Protocol::Redis, b'$') => {
+            let len: usize = std::str::from_utf8(&buf[1..first - 2]).ok()?.parse().ok()?;
+            let end = first + len + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        // A one-line answer: END (no stats), ERROR, -ERR ...
+        _ => Some(first),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot server that reads one request and answers `reply`.
+    fn answering(reply: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).unwrap();
+            // In two parts: the reader must wait for the whole reply.
+            let (head, tail) = reply.split_at(reply.len() / 2);
+            s.write_all(head).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(tail).unwrap();
+        });
+        addr
+    }
+
+    #[test]
+    fn reads_the_pid_a_memcached_server_reports() {
+        let addr = answering(b"STAT pid 4242\r\nSTAT uptime 7\r\nEND\r\n");
+        assert_eq!(server_pid(addr, Protocol::Memcached).unwrap(), Some(4242));
+    }
+
+    #[test]
+    fn reads_the_pid_a_redis_server_reports() {
+        let addr = answering(b"$44\r\n# Server\r\nredis_version:7.0\r\nprocess_id:77\r\n\r\n");
+        assert_eq!(server_pid(addr, Protocol::Redis).unwrap(), Some(77));
+    }
+
+    #[test]
+    fn a_server_without_stats_reports_no_pid() {
+        let addr = answering(b"ERROR\r\n");
+        assert_eq!(server_pid(addr, Protocol::Memcached).unwrap(), None);
+    }
+}

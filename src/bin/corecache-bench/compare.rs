@@ -317,6 +317,23 @@ impl Server {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Fails if `addr` is answered by another process than the one started:
+    /// one that took the port between the free-port check and this server's
+    /// bind would have its figures reported as this server's. A server that
+    /// reports no pid (a null server) passes.
+    pub(crate) fn check_identity(&self, t: &Target, addr: SocketAddr) -> Result<(), String> {
+        match client::server_pid(addr, t.protocol) {
+            Ok(Some(pid)) if pid != self.pid() => Err(format!(
+                "{}: port {} is answered by pid {pid}, not by the server started (pid {})",
+                t.name,
+                addr.port(),
+                self.pid()
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{}: asking its pid: {e}", t.name)),
+        }
+    }
 }
 
 impl Drop for Server {
@@ -375,14 +392,22 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
                 continue;
             }
             // A port some other process listens on would have us measure that
-            // process (our server fails to bind while the readiness check connects).
+            // process (our server fails to bind while the readiness check
+            // connects): skip taken ports, and have caches say their pid.
             port = next_free_port(port.wrapping_add(1));
             bar.set_message(format!("{} / {}: starting", t.name, wl.name));
             let log = a
                 .out
                 .join("logs")
                 .join(format!("{}-{}.log", t.name, wl.name));
-            let server = match Server::start(t, port, &a.server_cpus, &log) {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let started = Server::start(t, port, &a.server_cpus, &log).and_then(|server| {
+                if t.is_cache {
+                    server.check_identity(t, addr)?;
+                }
+                Ok(server)
+            });
+            let server = match started {
                 Ok(s) => s,
                 Err(e) => {
                     bar.println(format!("error: {e}"));
@@ -391,7 +416,6 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
                     continue;
                 }
             };
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let (probe, prefill_errors) = if t.is_cache {
                 let probe = match client::probe(addr, t.protocol) {
                     Ok(()) => "ok".to_string(),
@@ -516,4 +540,43 @@ pub(crate) fn kernel() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A port answered, as if it were a memcached, by a process reporting pid
+    /// `pid`.
+    fn impostor(pid: u32) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0u8; 64]).unwrap();
+            s.write_all(format!("STAT pid {pid}\r\nEND\r\n").as_bytes())
+                .unwrap();
+        });
+        addr
+    }
+
+    fn started(program: &str) -> Server {
+        Server {
+            child: Command::new(program).arg("5").spawn().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_port_answered_by_another_process_is_refused() {
+        let server = started("sleep");
+        let t = corecache_target(Path::new("/bin/true"), 64, 1).unwrap();
+        let other = server.pid() + 1;
+        let err = server.check_identity(&t, impostor(other)).unwrap_err();
+        assert!(err.contains(&format!("answered by pid {other}")), "{err}");
+        // The same answer with the right pid passes.
+        let own = server.pid();
+        assert_eq!(server.check_identity(&t, impostor(own)), Ok(()));
+    }
 }
