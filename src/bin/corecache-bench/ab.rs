@@ -15,6 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::compare::{find_binary, memcached_style_target, next_free_port, Server, Target};
+use crate::report::median;
 use crate::workload::Workload;
 use crate::{client, measure, parse_cpus, LoadArgs, WorkloadArgs};
 
@@ -91,15 +92,6 @@ pub struct Summary {
     pub median_ratio: f64,
     /// Rounds in which B cost less than A.
     pub b_cheaper: usize,
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
 }
 
 fn median_cost(costs: &[Cost]) -> Cost {
@@ -311,11 +303,5 @@ mod tests {
         assert_eq!(r, ["0.90", "1.10", "0.90"]);
         assert!((s.median_ratio - 0.9).abs() < 1e-9);
         assert_eq!(s.b_cheaper, 2);
-    }
-
-    #[test]
-    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
     }
 }

@@ -55,6 +55,11 @@ pub struct CompareArgs {
     /// latency.svg, logs/.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Rounds: every target runs every workload once per round, the targets'
+    /// order turning by one each round; with more than one, the table holds
+    /// each group's median run and the figures follow round by round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// First port to start servers on; each server start takes the next free one.
     #[arg(long, default_value_t = 31100)]
     base_port: u16,
@@ -367,8 +372,11 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
     }
     fs::create_dir_all(a.out.join("logs")).map_err(|e| format!("{}: {e}", a.out.display()))?;
 
+    if a.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
     let runnable = runnable(targets(&a))?;
-    let total = (runnable.len() * workloads.len() * a.pipelines.len()) as u64;
+    let total = (a.rounds * runnable.len() * workloads.len() * a.pipelines.len()) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
@@ -381,7 +389,14 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
     let mut results: Vec<RunResult> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     let mut port = a.base_port;
-    for t in &runnable {
+    // Round r starts with target r: a drift over a round weighs on each
+    // target in turn.
+    let turns = (0..a.rounds).flat_map(|round| {
+        let n = runnable.len();
+        (0..n).map(move |i| (round + 1, (round + i) % n))
+    });
+    for (round, which) in turns {
+        let t = &runnable[which];
         for wl in &workloads {
             if t.single_key_only && wl.multiget > 1 {
                 bar.println(format!(
@@ -451,6 +466,7 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
                     None,
                 ) {
                     Ok(mut r) => {
+                        r.round = round;
                         r.probe = probe.clone();
                         r.prefill_errors = prefill_errors;
                         let bad = r.errors + r.key_mismatches + r.conn_errors;
@@ -491,8 +507,25 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
             ", from actual send time"
         }
     );
-    let md = report::markdown(&results, &header);
-    let (thr_svg, lat_svg) = report::charts(&results);
+    let (md, (thr_svg, lat_svg)) = if a.rounds == 1 {
+        (
+            report::markdown(&results, &header),
+            report::charts(&results),
+        )
+    } else {
+        let medians = report::median_runs(&results);
+        let header = format!(
+            "{header} {} rounds; each row is the run of median requests per server \
+             CPU-second, the charts show the same runs.",
+            a.rounds
+        );
+        let md = format!(
+            "{}\n{}",
+            report::markdown(&medians, &header),
+            report::rounds_markdown(&results, a.rounds)
+        );
+        (md, report::charts(&medians))
+    };
     let json = serde_json::json!({
         "setup": {
             "server_cpus": a.server_cpus,
@@ -503,6 +536,7 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
             "mode": a.load.mode(),
             "kernel": kernel(),
             "workloads": workloads,
+            "rounds": a.rounds,
         },
         "results": results,
         "problems": problems,

@@ -22,6 +22,8 @@ pub struct Latency {
 /// One (target, workload, pipeline) measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
+    /// Which round of a `compare --rounds N` (1 otherwise).
+    pub round: usize,
     pub target: String,
     pub workload: String,
     pub pipeline: usize,
@@ -81,6 +83,7 @@ impl RunResult {
         };
         let requests = rec.requests();
         RunResult {
+            round: 1,
             target: target.into(),
             workload: workload.into(),
             pipeline,
@@ -201,6 +204,105 @@ pub fn markdown(results: &[RunResult], header: &str) -> String {
             r.errors + r.key_mismatches + r.conn_errors + r.prefill_errors,
             r.client_cpu_s,
         );
+    }
+    s
+}
+
+/// What a run is compared by across rounds: requests per server CPU-second,
+/// or throughput where the server's CPU time is unknown.
+fn cost_figure(r: &RunResult) -> f64 {
+    r.requests_per_server_cpu_s.unwrap_or(r.ops_per_s)
+}
+
+/// The (target, workload, pipeline) groups of `results`, in first-seen order,
+/// each with its runs in round order.
+fn groups(results: &[RunResult]) -> Vec<Vec<&RunResult>> {
+    let mut groups: Vec<Vec<&RunResult>> = Vec::new();
+    for r in results {
+        let same = |g: &&mut Vec<&RunResult>| {
+            let f = g[0];
+            (&f.target, &f.workload, f.pipeline) == (&r.target, &r.workload, r.pipeline)
+        };
+        match groups.iter_mut().find(same) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    for g in &mut groups {
+        g.sort_by_key(|r| r.round);
+    }
+    groups
+}
+
+/// The median (the mean of the middle two of an even count); NaN for none.
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// For each (target, workload, pipeline), its run of median requests per
+/// server CPU-second over the rounds (the lower middle one of an even count):
+/// a real run, so its latencies and counters belong together.
+pub fn median_runs(results: &[RunResult]) -> Vec<RunResult> {
+    groups(results)
+        .into_iter()
+        .map(|mut g| {
+            g.sort_by(|a, b| cost_figure(a).total_cmp(&cost_figure(b)));
+            g[(g.len() - 1) / 2].clone()
+        })
+        .collect()
+}
+
+/// The figures of a `compare` of several rounds, round by round: requests per
+/// server CPU-second of every target, and corecache's ratio to each other
+/// target in the same round (their medians last).
+pub fn rounds_markdown(results: &[RunResult], rounds: usize) -> String {
+    let mut s = String::new();
+    let round_cols: String = (1..=rounds).map(|r| format!(" round {r} |")).collect();
+    let align = "---:|".repeat(rounds + 1);
+    let _ = writeln!(s, "Requests per server CPU-second, by round:\n");
+    let _ = writeln!(s, "| target | workload | pipeline |{round_cols} median |");
+    let _ = writeln!(s, "|---|---|---:|{align}");
+    let groups = groups(results);
+    let by_round =
+        |g: &[&RunResult], r: usize| g.iter().find(|x| x.round == r).map(|x| cost_figure(x));
+    for g in &groups {
+        let cells: String = (1..=rounds)
+            .map(|r| format!(" {} |", opt(by_round(g, r), 0)))
+            .collect();
+        let m = median(g.iter().map(|x| cost_figure(x)).collect());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |{cells} {m:.0} |",
+            g[0].target, g[0].workload, g[0].pipeline
+        );
+    }
+    let _ = writeln!(s, "\ncorecache / each other target, same round:\n");
+    let _ = writeln!(s, "| workload | pipeline | against |{round_cols} median |");
+    let _ = writeln!(s, "|---|---|---|{align}");
+    for ours in groups.iter().filter(|g| g[0].target == "corecache") {
+        let (workload, pipeline) = (&ours[0].workload, ours[0].pipeline);
+        for theirs in groups.iter().filter(|g| {
+            g[0].target != "corecache" && &g[0].workload == workload && g[0].pipeline == pipeline
+        }) {
+            let ratios: Vec<Option<f64>> = (1..=rounds)
+                .map(|r| Some(by_round(ours, r)? / by_round(theirs, r)?))
+                .collect();
+            let cells: String = ratios
+                .iter()
+                .map(|x| format!(" {} |", opt(*x, 2)))
+                .collect();
+            let m = median(ratios.iter().flatten().copied().collect());
+            let _ = writeln!(
+                s,
+                "| {workload} | {pipeline} | {} |{cells} {m:.2} |",
+                theirs[0].target
+            );
+        }
     }
     s
 }
@@ -470,6 +572,70 @@ fn stack_svgs(docs: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(round: usize, target: &str, per_cpu: f64) -> RunResult {
+        RunResult {
+            round,
+            target: target.into(),
+            workload: "default".into(),
+            pipeline: 16,
+            conns: 50,
+            mode: "closed".into(),
+            seconds: 1.0,
+            requests: per_cpu as u64,
+            ops_per_s: per_cpu,
+            gets: 0,
+            sets: 0,
+            keys_requested: 0,
+            hits: 0,
+            misses: 0,
+            hit_ratio: None,
+            errors: 0,
+            key_mismatches: 0,
+            conn_errors: 0,
+            server_cpu_s: Some(1.0),
+            server_user_cpu_s: Some(0.5),
+            requests_per_server_cpu_s: Some(per_cpu),
+            client_cpu_s: 1.0,
+            latency_us: Latency::default(),
+            probe: String::new(),
+            prefill_errors: 0,
+        }
+    }
+
+    #[test]
+    fn rounds_pick_median_runs_and_pair_ratios_by_round() {
+        let results = vec![
+            run(1, "corecache", 900.0),
+            run(1, "null", 1000.0),
+            run(2, "null", 2000.0),
+            run(2, "corecache", 1000.0),
+            run(3, "corecache", 1500.0),
+            run(3, "null", 1600.0),
+        ];
+        let medians = median_runs(&results);
+        let picked: Vec<(&str, usize)> = medians
+            .iter()
+            .map(|r| (r.target.as_str(), r.round))
+            .collect();
+        assert_eq!(picked, [("corecache", 2), ("null", 3)]);
+        let md = rounds_markdown(&results, 3);
+        assert!(
+            md.contains("| corecache | default | 16 | 900 | 1000 | 1500 | 1000 |"),
+            "{md}"
+        );
+        // 900/1000, 1000/2000, 1500/1600: each round against its own.
+        assert!(
+            md.contains("| default | 16 | null | 0.90 | 0.50 | 0.94 | 0.90 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
 
     #[test]
     fn chart_is_wellformed_enough() {
