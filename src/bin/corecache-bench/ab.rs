@@ -137,7 +137,6 @@ fn run_side(t: &Target, wl: &Workload, opts: &AbArgs, port: u16) -> Result<(u64,
     let log = opts.logs.join(format!("{}-{port}.log", t.name));
     let server = Server::start(t, port, &opts.server_cpus, &log)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    server.check_identity(t, addr)?;
     // A side that cannot hold the keys would serve cheap misses and look cheaper.
     let prefill =
         client::prefill(addr, t.protocol, wl).map_err(|e| format!("{} prefill: {e}", t.name))?;

@@ -267,6 +267,8 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// Starts `t` on `port`, pinned to `cpus`, and waits until it listens; a
+    /// cache must then say it is the process started (`check_identity`).
     pub(crate) fn start(
         t: &Target,
         port: u16,
@@ -306,6 +308,9 @@ impl Server {
                 ));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                if t.is_cache {
+                    server.check_identity(t, addr)?;
+                }
                 return Ok(server);
             }
             if Instant::now() > deadline {
@@ -327,7 +332,7 @@ impl Server {
     /// one that took the port between the free-port check and this server's
     /// bind would have its figures reported as this server's. A server that
     /// reports no pid (a null server) passes.
-    pub(crate) fn check_identity(&self, t: &Target, addr: SocketAddr) -> Result<(), String> {
+    fn check_identity(&self, t: &Target, addr: SocketAddr) -> Result<(), String> {
         match client::server_pid(addr, t.protocol) {
             Ok(Some(pid)) if pid != self.pid() => Err(format!(
                 "{}: port {} is answered by pid {pid}, not by the server started (pid {})",
@@ -408,21 +413,15 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
             }
             // A port some other process listens on would have us measure that
             // process (our server fails to bind while the readiness check
-            // connects): skip taken ports, and have caches say their pid.
+            // connects): skip taken ports (and `Server::start` checks a
+            // cache's pid).
             port = next_free_port(port.wrapping_add(1));
             bar.set_message(format!("{} / {}: starting", t.name, wl.name));
             let log = a
                 .out
                 .join("logs")
                 .join(format!("{}-{}.log", t.name, wl.name));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let started = Server::start(t, port, &a.server_cpus, &log).and_then(|server| {
-                if t.is_cache {
-                    server.check_identity(t, addr)?;
-                }
-                Ok(server)
-            });
-            let server = match started {
+            let server = match Server::start(t, port, &a.server_cpus, &log) {
                 Ok(s) => s,
                 Err(e) => {
                     bar.println(format!("error: {e}"));
@@ -431,6 +430,7 @@ pub fn run(a: CompareArgs) -> Result<(), String> {
                     continue;
                 }
             };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let (probe, prefill_errors) = if t.is_cache {
                 let probe = match client::probe(addr, t.protocol) {
                     Ok(()) => "ok".to_string(),

@@ -212,7 +212,6 @@ impl LoadArgs {
     }
 }
 
-/// Parses a CPU list like `0`, `0,2`, `1-3`, `0,2-3`.
 /// `BASE:CORES` of `--core-ports`.
 fn parse_core_ports(s: &str) -> Result<engine::CoreRouting, String> {
     let (base, cores) = s
@@ -226,6 +225,7 @@ fn parse_core_ports(s: &str) -> Result<engine::CoreRouting, String> {
     Ok(engine::CoreRouting { base_port, cores })
 }
 
+/// Parses a CPU list like `0`, `0,2`, `1-3`, `0,2-3`.
 pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
     let mut cpus = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
