@@ -588,28 +588,34 @@ impl CoreState {
         for (slot, span) in window.iter().zip(spans.iter_mut()) {
             let from = routes.len();
             if let Some((Parsed::Request { request, .. }, _)) = slot {
-                let mut keys = match request {
-                    Request::Get { keys, .. } => *keys,
-                    _ => Keys(b""),
-                };
-                if let Some(key) = request.single_key() {
-                    let route = self.route(key);
-                    owned += usize::from(route.owner == self.index);
-                    routes.push(route);
-                }
-                // Past the cap, a multi-get's keys are routed as they are served.
-                while owned < PREFETCH_KEYS {
-                    let Some((key, rest)) = keys.split_first() else {
-                        break;
-                    };
-                    let route = self.route(key);
-                    owned += usize::from(route.owner == self.index);
-                    routes.push(route);
-                    keys = rest;
+                match request {
+                    Request::Get { keys, .. } => {
+                        // Past the cap, a multi-get's keys are routed as they are served.
+                        let mut keys = *keys;
+                        while owned < PREFETCH_KEYS {
+                            let Some((key, rest)) = keys.split_first() else {
+                                break;
+                            };
+                            self.add_route(key, routes, &mut owned);
+                            keys = rest;
+                        }
+                    }
+                    _ => {
+                        if let Some(key) = request.single_key() {
+                            self.add_route(key, routes, &mut owned);
+                        }
+                    }
                 }
             }
             *span = (from, routes.len());
         }
+    }
+
+    /// Routes `key` onto `routes`, counting it in `owned` if it is this core's.
+    fn add_route(&self, key: &[u8], routes: &mut Vec<Route>, owned: &mut usize) {
+        let route = self.route(key);
+        *owned += usize::from(route.owner == self.index);
+        routes.push(route);
     }
 
     /// Serves a retrieval's keys in order, then its `END`; or, if the

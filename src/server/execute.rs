@@ -2,8 +2,6 @@
 //! memcached's replies. Runs on the owning core, whether the request arrived on
 //! one of its own connections or was forwarded by another core.
 
-#[cfg(doc)]
-use crate::keyhash::key_hash;
 use crate::protocol::{absolute_expiry, reply, GetKind, Request, StoreKind};
 use crate::server::stats::CoreStats;
 use crate::storage::{ArithResult, Shard, StoreMode, StoreResult};
@@ -21,8 +19,8 @@ pub struct Executor<'a> {
 
 impl Executor<'_> {
     /// Runs a request about one key, appending its reply (nothing for noreply).
-    /// `hash` is its key's [`key_hash`] (the caller has it from routing the
-    /// request).
+    /// `hash` is its key's [`key_hash`](crate::keyhash::key_hash) (the caller
+    /// has it from routing the request).
     pub fn keyed(&mut self, request: &Request<'_>, hash: u64, out: &mut Vec<u8>) {
         let reply: &[u8] = match *request {
             Request::Store {
@@ -89,7 +87,7 @@ impl Executor<'_> {
     }
 
     /// Appends the `VALUE` block of one key of a retrieval, if it is a hit.
-    /// `hash` is the key's [`key_hash`].
+    /// `hash` is the key's [`key_hash`](crate::keyhash::key_hash).
     pub fn get(&mut self, key: &[u8], hash: u64, kind: GetKind, out: &mut Vec<u8>) {
         self.stats.cmd_get.incr();
         let item = match kind.touch {
