@@ -5,8 +5,8 @@ mod common;
 use common::*;
 
 /// The fixed overhead is documented in docs/architecture.md ("Memory"): each
-/// core's receive buffers (4 MiB, touched in ring order, so all resident once
-/// traffic has cycled through them) and the shard's index, TTL heap and sketch
+/// core's receive buffers (at most 4 MiB: touched in ring order, so all that
+/// were provided are resident once traffic has cycled through them) and the shard's index, TTL heap and sketch
 /// (about 1.2 MiB for this mix, `Shard::heap_bytes`), plus connection buffers.
 #[test]
 fn resident_memory_stays_under_the_limit_across_all_size_classes() {
@@ -35,7 +35,7 @@ fn resident_memory_stays_under_the_limit_across_all_size_classes() {
     }
     c.expect_version();
     let grown = vmrss_bytes(s.pid()).saturating_sub(base);
-    // One core: 4 MiB of receive buffers, plus 2 MiB for the shard's index, heap
+    // One core: at most 4 MiB of receive buffers, plus 2 MiB for the shard's index, heap
     // and sketch (at most 30 bytes per 48-byte chunk the limit can hold, see
     // storage/mod.rs "Memory"), connection buffers and allocator slack.
     let bound = limit_mb * MB + 4 * MB + 2 * MB;

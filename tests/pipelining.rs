@@ -364,3 +364,56 @@ fn a_gat_of_a_large_value_repeated_streams_and_touches() {
         [&value[..], b"\r\n"].concat()
     );
 }
+
+/// More bytes arriving at once than a core's receive buffers hold: the
+/// receives that find no buffer end, are re-armed, and every request is
+/// answered; the core provides more buffers (it starts with 64 of 8 KiB).
+#[test]
+fn more_bytes_at_once_than_receive_buffers_are_all_answered() {
+    if skip_unless_corecache("corecache's receive buffers") {
+        return;
+    }
+    const CONNECTIONS: usize = 16;
+    const VALUE: usize = 256 * 1024;
+    let s = Server::start(&["-t", "1", "-m", "64"]);
+    let mut admin = s.client();
+    assert_eq!(admin.stat("receive_buffers"), 64);
+    let mut clients: Vec<Client> = (0..CONNECTIONS).map(|_| s.client()).collect();
+    // A round trip on each: every connection is accepted and receiving.
+    for c in &mut clients {
+        c.expect("get nothing\r\n", "END\r\n");
+    }
+    // Stopped, the server finds the sockets full in its next turn: a multishot
+    // receive takes buffer after buffer while its socket has bytes.
+    let pid = nix::unistd::Pid::from_raw(s.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let writers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut stream = c.try_clone_stream();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut request = format!("set k{i} 0 0 {VALUE}\r\n").into_bytes();
+                request.extend(std::iter::repeat_n(b'a' + i as u8, VALUE));
+                request.extend_from_slice(format!("\r\nget k{i}\r\n").as_bytes());
+                stream.write_all(&request).unwrap();
+            })
+        })
+        .collect();
+    sleep_s(0.3);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.expect_reply("STORED\r\n");
+        c.expect_value(&format!("k{i}"), 0, &vec![b'a' + i as u8; VALUE]);
+        c.expect_reply("END\r\n");
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let buffers = admin.stat("receive_buffers");
+    assert!(
+        buffers > 64 && buffers <= 512,
+        "receive_buffers {buffers} after {CONNECTIONS} x {VALUE} bytes at once"
+    );
+}

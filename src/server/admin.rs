@@ -123,6 +123,8 @@ fn general_stats(shared: &Shared, now: u32, out: &mut Vec<u8>) {
         "policy_window_permille",
         window_permille / cores.len() as u64,
     );
+    let receive_buffers: u64 = cores.iter().map(|c| c.receive_buffers.get()).sum();
+    reply::push_stat(out, "receive_buffers", receive_buffers);
     // corecache's own: what a smart client needs to route keys itself.
     reply::push_stat(out, "cores", cores.len());
     reply::push_stat(out, "key_hash", "xxh3_64");

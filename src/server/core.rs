@@ -164,6 +164,10 @@ pub fn run_core(
         state.shard.reap_expired(state.now, REAP_BUDGET);
         state.publish();
         state.publish_slabs();
+        state
+            .published()
+            .receive_buffers
+            .set(reactor.receive_buffers() as u64);
 
         if state.shared.shutdown.load(Ordering::Relaxed) {
             let started = *drain_started.get_or_insert_with(|| {

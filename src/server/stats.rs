@@ -126,6 +126,9 @@ pub struct CorePublished {
     /// The admission window's share of the shard's capacity, per mille (`stats`
     /// averages it over the cores).
     pub window_permille: Counter,
+    /// Receive buffers the core has provided to the kernel (they grow when a
+    /// loop turn runs out).
+    pub receive_buffers: Counter,
     /// The shard's slab classes for `stats slabs` / `stats items`, copied once
     /// a second (a lock, taken that rarely, off the request path).
     pub slabs: std::sync::Mutex<Vec<crate::storage::SlabClassStats>>,
