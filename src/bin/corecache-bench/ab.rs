@@ -92,6 +92,32 @@ pub struct Summary {
     pub median_ratio: f64,
     /// Rounds in which B cost less than A.
     pub b_cheaper: usize,
+    /// Two-sided sign test of those rounds against a coin toss: how likely a
+    /// split at least this uneven is when neither side is cheaper. On a noisy
+    /// machine the medians move by a few percent either way; a difference
+    /// is shown when this is small (below 0.05 takes 6 rounds of 6, 8 of 8 or
+    /// 9 of 10).
+    pub sign_test_p: f64,
+}
+
+/// Two-sided sign test: the chance of `k` or a more uneven split of `n` fair
+/// coin tosses (rounds with a ratio of exactly 1 are left out by the caller).
+pub fn sign_test(k: usize, n: usize) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let tail = k.min(n - k);
+    // P(X <= tail) for X ~ Binomial(n, 1/2), summed in f64 (n is a few dozen
+    // rounds at most, so the binomial coefficients are exact).
+    let mut coefficient = 1.0f64;
+    let mut sum = 0.0f64;
+    for i in 0..=tail {
+        if i > 0 {
+            coefficient = coefficient * (n - i + 1) as f64 / i as f64;
+        }
+        sum += coefficient;
+    }
+    (2.0 * sum / 2f64.powi(n as i32)).min(1.0)
 }
 
 fn median_cost(costs: &[Cost]) -> Cost {
@@ -110,11 +136,14 @@ pub fn summarize(a: &[Cost], b: &[Cost]) -> Summary {
         .zip(b)
         .map(|(a, b)| b.total_ns / a.total_ns)
         .collect();
+    let b_cheaper = ratios.iter().filter(|&&r| r < 1.0).count();
+    let decided = ratios.iter().filter(|&&r| r != 1.0).count();
     Summary {
         a: median_cost(a),
         b: median_cost(b),
         median_ratio: median(ratios.clone()),
-        b_cheaper: ratios.iter().filter(|&&r| r < 1.0).count(),
+        b_cheaper,
+        sign_test_p: sign_test(b_cheaper, decided),
         ratios,
     }
 }
@@ -263,11 +292,12 @@ fn report(s: &Summary) {
     }
     let ratios: Vec<String> = s.ratios.iter().map(|r| format!("{r:.3}")).collect();
     println!(
-        "B/A by round: {} (median {:.3}; B cheaper in {} of {})",
+        "B/A by round: {} (median {:.3}; B cheaper in {} of {}, sign test p = {:.3})",
         ratios.join(" "),
         s.median_ratio,
         s.b_cheaper,
-        s.ratios.len()
+        s.ratios.len(),
+        s.sign_test_p
     );
 }
 
@@ -302,5 +332,22 @@ mod tests {
         assert_eq!(r, ["0.90", "1.10", "0.90"]);
         assert!((s.median_ratio - 0.9).abs() < 1e-9);
         assert_eq!(s.b_cheaper, 2);
+        // 2 of 3: P(X <= 1) = 4/8, both tails 1.
+        assert_eq!(s.sign_test_p, 1.0);
+    }
+
+    #[test]
+    fn sign_test_matches_the_binomial_tails() {
+        // 6 of 6: 2 x (1/64).
+        assert!((sign_test(6, 6) - 0.03125).abs() < 1e-12);
+        assert!((sign_test(0, 6) - 0.03125).abs() < 1e-12);
+        // 5 of 6: 2 x (1 + 6)/64.
+        assert!((sign_test(5, 6) - 14.0 / 64.0).abs() < 1e-12);
+        // 7 of 8: 2 x (1 + 8)/256; 6 of 8: 2 x (1 + 8 + 28)/256.
+        assert!((sign_test(7, 8) - 18.0 / 256.0).abs() < 1e-12);
+        assert!((sign_test(6, 8) - 74.0 / 256.0).abs() < 1e-12);
+        // An even split, or no rounds, shows nothing.
+        assert_eq!(sign_test(4, 8), 1.0);
+        assert_eq!(sign_test(0, 0), 1.0);
     }
 }
