@@ -27,8 +27,8 @@ use std::time::Duration;
 pub const RECV_BUFFERS: usize = 512;
 /// Provided buffers a core starts with. The kernel takes buffers in ring order,
 /// so every buffer provided is written in turn: the fewer there are, the more
-/// likely the one a receive lands in is still in cache (64 against 512 cut the
-/// server CPU per request by 4% at pipeline 16; docs/benchmarks.md). A turn
+/// likely the one a receive lands in is still in cache (64 against 512: 2-4%
+/// less server CPU per request at pipeline 16, docs/benchmarks.md). A turn
 /// that runs out (more receives at once than buffers) doubles them, up to
 /// [`RECV_BUFFERS`]; the receives that found none are re-armed.
 pub const INITIAL_RECV_BUFFERS: usize = 64;
