@@ -365,6 +365,17 @@ fn a_gat_of_a_large_value_repeated_streams_and_touches() {
     );
 }
 
+/// Every core reports its receive buffers from the start, busy or idle.
+#[test]
+fn receive_buffers_are_reported_for_every_core_from_the_start() {
+    if skip_unless_corecache("corecache's receive buffers") {
+        return;
+    }
+    let s = Server::start(&["-t", "4", "-m", "64"]);
+    let mut c = s.client();
+    assert_eq!(c.stat("receive_buffers"), 4 * 64);
+}
+
 /// More bytes arriving at once than a core's receive buffers hold: the
 /// receives that find no buffer end, are re-armed, and every request is
 /// answered; the core provides more buffers (it starts with 64 of 8 KiB).
@@ -384,7 +395,9 @@ fn more_bytes_at_once_than_receive_buffers_are_all_answered() {
         c.expect("get nothing\r\n", "END\r\n");
     }
     // Stopped, the server finds the sockets full in its next turn: a multishot
-    // receive takes buffer after buffer while its socket has bytes.
+    // receive takes buffer after buffer while its socket has bytes. (Each
+    // socket's receive buffer must hold more than four 8 KiB buffers' worth
+    // meanwhile: the default net.ipv4.tcp_rmem gives 128 KiB.)
     let pid = nix::unistd::Pid::from_raw(s.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let writers: Vec<_> = clients

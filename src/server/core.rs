@@ -142,6 +142,7 @@ pub fn run_core(
     // until all have published once.
     state.publish();
     state.publish_slabs();
+    state.publish_receive_buffers(&reactor);
     state.shared.cores_published.fetch_add(1, Ordering::SeqCst);
     while state.shared.cores_published.load(Ordering::SeqCst) < cores
         && !state.shared.shutdown.load(Ordering::SeqCst)
@@ -164,10 +165,7 @@ pub fn run_core(
         state.shard.reap_expired(state.now, REAP_BUDGET);
         state.publish();
         state.publish_slabs();
-        state
-            .published()
-            .receive_buffers
-            .set(reactor.receive_buffers() as u64);
+        state.publish_receive_buffers(&reactor);
 
         if state.shared.shutdown.load(Ordering::Relaxed) {
             let started = *drain_started.get_or_insert_with(|| {
@@ -973,6 +971,12 @@ impl CoreState {
             .slabs
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = slabs;
+    }
+
+    fn publish_receive_buffers(&self, reactor: &Reactor) {
+        self.published()
+            .receive_buffers
+            .set(reactor.receive_buffers() as u64);
     }
 
     /// Copies the shard's figures where `stats` on any core can read them.

@@ -27,8 +27,9 @@ use std::time::Duration;
 pub const RECV_BUFFERS: usize = 512;
 /// Provided buffers a core starts with. The kernel takes buffers in ring order,
 /// so every buffer provided is written in turn: the fewer there are, the more
-/// likely the one a receive lands in is still in cache (64 against 512: 2-4%
-/// less server CPU per request at pipeline 16, docs/benchmarks.md). A turn
+/// likely the one a receive lands in is still in cache (64 against 512 used
+/// less server CPU per request at pipeline 16 in three A/B runs, clearly in one:
+/// docs/benchmarks.md, "eighth session"). A turn
 /// that runs out (more receives at once than buffers) doubles them, up to
 /// [`RECV_BUFFERS`]; the receives that found none are re-armed.
 pub const INITIAL_RECV_BUFFERS: usize = 64;
@@ -117,9 +118,9 @@ pub struct Reactor {
     /// Descriptors of the provided buffers, shared with the kernel.
     buffer_ring: memmap2::MmapMut,
     buffer_ring_tail: u16,
-    /// Room for [`RECV_BUFFERS`]; pages of buffers not yet provided are never
-    /// touched, so they take no memory.
-    buffers: Vec<u8>,
+    /// Room for [`RECV_BUFFERS`], in an anonymous mapping: pages of buffers
+    /// not yet provided are never touched, so they take no memory.
+    buffers: memmap2::MmapMut,
     /// Buffers provided so far: ids `0..provided`.
     provided: usize,
     sends: Vec<Option<PendingSend>>,
@@ -154,7 +155,7 @@ impl Reactor {
             ring,
             buffer_ring,
             buffer_ring_tail: 0,
-            buffers: vec![0; RECV_BUFFERS * RECV_BUFFER_SIZE],
+            buffers: memmap2::MmapMut::map_anon(RECV_BUFFERS * RECV_BUFFER_SIZE)?,
             provided: 0,
             sends: Vec::new(),
             free_sends: Vec::new(),

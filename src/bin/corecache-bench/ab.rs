@@ -103,6 +103,7 @@ pub struct Summary {
 /// Two-sided sign test: the chance of `k` or a more uneven split of `n` fair
 /// coin tosses (rounds with a ratio of exactly 1 are left out by the caller).
 pub fn sign_test(k: usize, n: usize) -> f64 {
+    debug_assert!(k <= n, "{k} of {n} rounds");
     if n == 0 {
         return 1.0;
     }
