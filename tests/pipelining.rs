@@ -430,3 +430,58 @@ fn more_bytes_at_once_than_receive_buffers_are_all_answered() {
         "receive_buffers {buffers} after {CONNECTIONS} x {VALUE} bytes at once"
     );
 }
+
+/// Requests of many connections arriving in one batch of completions, which
+/// the loop looks over before serving (`CoreState::preview`): single gets,
+/// multi-gets, sets, unknown commands, a request completing a line split
+/// across reads and a pipelined receive are each answered as alone.
+#[test]
+fn one_batch_of_many_connections_requests_is_answered_as_each_alone() {
+    const CONNECTIONS: usize = 24;
+    let s = Server::start(&["-t", "1", "-m", "64"]);
+    let mut admin = s.client();
+    for i in 0..CONNECTIONS + 1 {
+        admin.set(&format!("k{i}"), format!("value{i}").as_bytes());
+    }
+    let mut clients: Vec<Client> = (0..CONNECTIONS).map(|_| s.client()).collect();
+    for c in &mut clients {
+        c.expect("get nothing\r\n", "END\r\n");
+    }
+    // Connection 0's request starts before the batch: its input holds "get k".
+    clients[0].send("get k");
+    sleep_s(0.1);
+    let pid = nix::unistd::Pid::from_raw(s.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut want = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let value =
+            |k: usize| format!("VALUE k{k} 0 {}\r\nvalue{k}\r\n", format!("value{k}").len());
+        let (request, reply) = match i % 5 {
+            _ if i == 0 => ("0\r\n".to_string(), format!("{}END\r\n", value(0))),
+            0 => (format!("get k{i}\r\n"), format!("{}END\r\n", value(i))),
+            1 => (
+                format!("get k{i} missing k{}\r\n", i + 1),
+                format!("{}{}END\r\n", value(i), value(i + 1)),
+            ),
+            2 => (
+                format!("set k{i} 0 0 3\r\nnew\r\n"),
+                "STORED\r\n".to_string(),
+            ),
+            3 => ("bogus command\r\n".to_string(), "ERROR\r\n".to_string()),
+            _ => (
+                format!("get k{i}\r\ndelete k{i}\r\nget k{i}\r\n"),
+                format!("{}END\r\nDELETED\r\nEND\r\n", value(i)),
+            ),
+        };
+        c.send(request);
+        want.push(reply);
+    }
+    sleep_s(0.1);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for (c, reply) in clients.iter_mut().zip(&want) {
+        c.expect_reply(reply);
+    }
+    // The sets took effect, the deletes too.
+    admin.expect("get k2\r\n", "VALUE k2 0 3\r\nnew\r\nEND\r\n");
+    admin.expect("get k4\r\n", "END\r\n");
+}

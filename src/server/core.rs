@@ -31,6 +31,9 @@ const PREFETCH_DEPTH: usize = 16;
 /// served (`CoreState::serve_after_leftover`): a split request of up to about
 /// this size is completed without copying the rest of the read.
 const SPLIT_REQUEST_REACH: usize = 1024;
+/// Keys of a receive's request loaded ahead of its batch, at most
+/// (`CoreState::preview`; a multi-get's first ones).
+const PREVIEW_KEYS: usize = 16;
 /// Keys prefetched per window, at most (a window of multi-gets holds many).
 const PREFETCH_KEYS: usize = 256;
 /// How long a shutdown waits for replies owed before closing anyway.
@@ -66,6 +69,9 @@ struct CoreState {
     slabs_published_at: u32,
     /// The routes of the window being served (kept to reuse its allocation).
     routes: Vec<Route>,
+    /// Hashes of this core's keys in the receives shown ahead of this batch of
+    /// completions, whose buckets are loading (`preview`).
+    arriving: Vec<u64>,
 }
 
 /// A key's hash and the core that owns it, computed once per key: prefetching,
@@ -135,6 +141,7 @@ pub fn run_core(
         draining: false,
         slabs_published_at: 0,
         routes: Vec::new(),
+        arriving: Vec::new(),
         shared,
     };
     // A warm restart brings items back before the first request: `stats` on
@@ -322,6 +329,62 @@ impl CoreState {
                 self.after_io(slot, conn, connection);
             }
             Event::Woken => {}
+            Event::Arriving { conn, data } => self.preview(conn, data),
+            Event::ArrivalsShown => {
+                self.shard.prefetch_items(self.arriving.drain(..));
+            }
+        }
+    }
+
+    /// Starts loading the index buckets of the keys of `data`, a receive this
+    /// batch will serve, if it holds one whole request and the connection will
+    /// serve it from its first byte. One request per receive (no pipelining)
+    /// gets no window to prefetch in (`serve_windows`); this way the receives
+    /// of a batch, from many connections, overlap their misses instead.
+    fn preview(&mut self, conn: u64, data: &[u8]) {
+        if self.shared.config.null {
+            return;
+        }
+        let Some(slot) = self.slot_of(conn) else {
+            return;
+        };
+        let connection = self.connections[slot].as_ref().expect("live slot");
+        let fresh = connection.closing == Closing::Open
+            && !connection.paused
+            && connection.input.is_empty()
+            && connection.swallow == 0
+            && connection.pending_get.is_none();
+        if !fresh {
+            return;
+        }
+        let Parsed::Request { request, consumed } = protocol::parse(data, &self.limits) else {
+            return;
+        };
+        if consumed < data.len() {
+            // Pipelined requests: their window prefetches them all together.
+            return;
+        }
+        let first = self.arriving.len();
+        match request {
+            Request::Get { keys, .. } => {
+                for key in keys.iter().take(PREVIEW_KEYS) {
+                    self.preview_key(key);
+                }
+            }
+            _ => {
+                if let Some(key) = request.single_key() {
+                    self.preview_key(key);
+                }
+            }
+        }
+        self.shard
+            .prefetch_buckets(self.arriving[first..].iter().copied());
+    }
+
+    fn preview_key(&mut self, key: &[u8]) {
+        let route = self.route(key);
+        if route.owner == self.index {
+            self.arriving.push(route.hash);
         }
     }
 

@@ -473,10 +473,23 @@ impl Shard {
     /// with all their keys first, then serve them, so their cache misses overlap
     /// instead of coming one after another.
     pub fn prefetch(&self, hashes: impl Iterator<Item = u64> + Clone) {
-        for hash in hashes.clone() {
+        self.prefetch_buckets(hashes.clone());
+        self.prefetch_items(hashes);
+    }
+
+    /// The first half of [`prefetch`](Self::prefetch): the index buckets and
+    /// sketch counters, whose addresses come from the hash alone.
+    pub fn prefetch_buckets(&self, hashes: impl Iterator<Item = u64>) {
+        for hash in hashes {
             self.index.prefetch(hash);
             self.policy.prefetch(hash);
         }
+    }
+
+    /// The second half of [`prefetch`](Self::prefetch): the items, whose
+    /// addresses are read from the buckets (best started a while after
+    /// [`prefetch_buckets`](Self::prefetch_buckets)).
+    pub fn prefetch_items(&self, hashes: impl Iterator<Item = u64>) {
         for hash in hashes {
             if let Some(id) = self.index.first_candidate(hash) {
                 self.slabs.prefetch(id);
