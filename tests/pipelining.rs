@@ -431,13 +431,15 @@ fn more_bytes_at_once_than_receive_buffers_are_all_answered() {
     );
 }
 
-/// Requests of many connections arriving in one batch of completions, which
-/// the loop looks over before serving (`CoreState::preview`): single gets,
-/// multi-gets, sets, unknown commands, a request completing a line split
-/// across reads and a pipelined receive are each answered as alone.
+/// Requests of many connections arriving together, which the loop looks over
+/// a batch of completions at a time before serving them (`CoreState::preview`;
+/// Linux 6.18 hands over at most 20 receives per wait by default, so these come
+/// in one batch): single gets, multi-gets, sets, unknown commands, a request
+/// completing a line split across reads and a pipelined receive are each
+/// answered as alone.
 #[test]
 fn one_batch_of_many_connections_requests_is_answered_as_each_alone() {
-    const CONNECTIONS: usize = 24;
+    const CONNECTIONS: usize = 20;
     let s = Server::start(&["-t", "1", "-m", "64"]);
     let mut admin = s.client();
     for i in 0..CONNECTIONS + 1 {
@@ -459,9 +461,10 @@ fn one_batch_of_many_connections_requests_is_answered_as_each_alone() {
         let (request, reply) = match i % 5 {
             _ if i == 0 => ("0\r\n".to_string(), format!("{}END\r\n", value(0))),
             0 => (format!("get k{i}\r\n"), format!("{}END\r\n", value(i))),
+            // k{CONNECTIONS} is no connection's own key: nothing writes it.
             1 => (
-                format!("get k{i} missing k{}\r\n", i + 1),
-                format!("{}{}END\r\n", value(i), value(i + 1)),
+                format!("get k{i} missing k{CONNECTIONS}\r\n"),
+                format!("{}{}END\r\n", value(i), value(CONNECTIONS)),
             ),
             2 => (
                 format!("set k{i} 0 0 3\r\nnew\r\n"),
