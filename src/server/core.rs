@@ -703,9 +703,13 @@ impl CoreState {
                 self.executor().get(key, route.hash, kind, out);
             } else {
                 let seq = connection.hold_reply();
-                self.outbox.forwards[route.owner].push(token, seq, ItemKind::GetFragment, |b| {
-                    encode_get_fragment(b, kind, key)
-                });
+                self.outbox.forwards[route.owner].push(
+                    token,
+                    seq,
+                    ItemKind::GetFragment,
+                    Some(route.hash),
+                    |b| encode_get_fragment(b, kind, key),
+                );
             }
             keys = rest;
             if connection.must_pause() && !keys.is_empty() {
@@ -786,7 +790,9 @@ impl CoreState {
                 } else {
                     (connection.hold_reply(), ItemKind::Request)
                 };
-                self.outbox.forwards[owner].push(token, seq, kind, |b| b.extend_from_slice(raw));
+                self.outbox.forwards[owner].push(token, seq, kind, Some(route.hash), |b| {
+                    b.extend_from_slice(raw)
+                });
             }
             return;
         }
@@ -805,7 +811,7 @@ impl CoreState {
                         // core forwards them (see ItemKind::Flush).
                         self.shard.flush_all(oldest_live, self.now);
                         for core in (0..self.shared.cores()).filter(|&c| c != self.index) {
-                            self.outbox.forwards[core].push(0, 0, ItemKind::Flush, |b| {
+                            self.outbox.forwards[core].push(0, 0, ItemKind::Flush, None, |b| {
                                 b.extend_from_slice(&oldest_live.to_le_bytes())
                             });
                         }
@@ -871,6 +877,7 @@ impl CoreState {
                                     token,
                                     seq,
                                     ItemKind::Request,
+                                    None,
                                     |b| b.extend_from_slice(raw),
                                 );
                             }
@@ -915,40 +922,48 @@ impl CoreState {
                 let counters = &self.shared.published[self.index].counters;
                 counters.forwarded_batches.incr();
                 counters.forwarded_requests.add(batch.items.len() as u64);
-                for item in &batch.items {
-                    let bytes = batch.item_bytes(item);
-                    if item.kind == ItemKind::Flush {
-                        let oldest_live = bytes.try_into().map(u32::from_le_bytes);
+                // As for a window of pipelined requests: the keys of a few
+                // items load together before the first is served.
+                for window in batch.items.chunks(PREFETCH_DEPTH) {
+                    if window.len() > 1 {
                         self.shard
-                            .flush_all(oldest_live.expect("4 bytes"), self.now);
-                        continue;
+                            .prefetch(window.iter().filter_map(|item| item.key_hash));
                     }
-                    let Parsed::Request { request, .. } = protocol::parse(bytes, &self.limits)
-                    else {
-                        unreachable!("forwarded bytes were parsed once already");
-                    };
-                    let mut out = std::mem::take(&mut self.outbox.replies[from].bytes);
-                    let start = out.len();
-                    match (item.kind, &request) {
-                        (ItemKind::GetFragment, Request::Get { kind, keys }) => {
-                            for key in keys.iter() {
-                                self.executor().get(key, key_hash(key), *kind, &mut out);
+                    for item in window {
+                        let bytes = batch.item_bytes(item);
+                        if item.kind == ItemKind::Flush {
+                            let oldest_live = bytes.try_into().map(u32::from_le_bytes);
+                            self.shard
+                                .flush_all(oldest_live.expect("4 bytes"), self.now);
+                            continue;
+                        }
+                        let Parsed::Request { request, .. } = protocol::parse(bytes, &self.limits)
+                        else {
+                            unreachable!("forwarded bytes were parsed once already");
+                        };
+                        let mut out = std::mem::take(&mut self.outbox.replies[from].bytes);
+                        let start = out.len();
+                        match (item.kind, &request) {
+                            (ItemKind::GetFragment, Request::Get { kind, keys }) => {
+                                for key in keys.iter() {
+                                    self.executor().get(key, key_hash(key), *kind, &mut out);
+                                }
+                            }
+                            (_, Request::Stats { args }) => {
+                                if let Ok((class, limit)) = admin::cachedump_args(*args) {
+                                    admin::cachedump(&self.shard, class, limit, &mut out);
+                                }
+                            }
+                            _ => {
+                                let key = request.single_key().expect("forwarded for its key");
+                                self.executor().keyed(&request, key_hash(key), &mut out)
                             }
                         }
-                        (_, Request::Stats { args }) => {
-                            if let Ok((class, limit)) = admin::cachedump_args(*args) {
-                                admin::cachedump(&self.shard, class, limit, &mut out);
-                            }
+                        let replies = &mut self.outbox.replies[from];
+                        replies.bytes = out;
+                        if item.kind != ItemKind::NoReply {
+                            replies.seal(item.conn, item.seq, start, ItemKind::Request);
                         }
-                        _ => {
-                            let key = request.single_key().expect("forwarded for its key");
-                            self.executor().keyed(&request, key_hash(key), &mut out)
-                        }
-                    }
-                    let replies = &mut self.outbox.replies[from];
-                    replies.bytes = out;
-                    if item.kind != ItemKind::NoReply {
-                        replies.seal(item.conn, item.seq, start, ItemKind::Request);
                     }
                 }
             }

@@ -38,6 +38,9 @@ pub struct Item {
     pub start: usize,
     pub end: usize,
     pub kind: ItemKind,
+    /// The key's hash, for a forwarded request about one key: the owner
+    /// prefetches a batch's keys with it before serving them.
+    pub key_hash: Option<u64>,
 }
 
 /// Requests (or replies) from one core to another, gathered in one loop turn.
@@ -49,20 +52,32 @@ pub struct Batch {
 
 impl Batch {
     /// Appends one item, whose bytes `write` appends.
-    pub fn push(&mut self, conn: u64, seq: u64, kind: ItemKind, write: impl FnOnce(&mut Vec<u8>)) {
+    pub fn push(
+        &mut self,
+        conn: u64,
+        seq: u64,
+        kind: ItemKind,
+        key_hash: Option<u64>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let start = self.bytes.len();
         write(&mut self.bytes);
-        self.seal(conn, seq, start, kind);
+        self.add(conn, seq, start, kind, key_hash);
     }
 
-    /// Records the bytes appended since `start` as one item.
+    /// Records the bytes appended since `start` as one item (a reply).
     pub fn seal(&mut self, conn: u64, seq: u64, start: usize, kind: ItemKind) {
+        self.add(conn, seq, start, kind, None);
+    }
+
+    fn add(&mut self, conn: u64, seq: u64, start: usize, kind: ItemKind, key_hash: Option<u64>) {
         self.items.push(Item {
             conn,
             seq,
             start,
             end: self.bytes.len(),
             kind,
+            key_hash,
         });
     }
 
@@ -160,10 +175,10 @@ mod tests {
     fn batches_keep_item_boundaries_and_order() {
         let mut outbox = Outbox::new(2);
         let batch = &mut outbox.forwards[1];
-        batch.push(7, 1, ItemKind::GetFragment, |b| {
+        batch.push(7, 1, ItemKind::GetFragment, Some(1), |b| {
             b.extend_from_slice(b"get a\r\n")
         });
-        batch.push(7, 2, ItemKind::Request, |b| {
+        batch.push(7, 2, ItemKind::Request, Some(2), |b| {
             b.extend_from_slice(b"delete b\r\n")
         });
         let mut posted = Vec::new();
@@ -175,5 +190,7 @@ mod tests {
         assert_eq!(*to, 1);
         let items: Vec<_> = batch.items.iter().map(|i| batch.item_bytes(i)).collect();
         assert_eq!(items, [&b"get a\r\n"[..], b"delete b\r\n"]);
+        let hashes: Vec<_> = batch.items.iter().map(|i| i.key_hash).collect();
+        assert_eq!(hashes, [Some(1), Some(2)]);
     }
 }
