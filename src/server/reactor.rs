@@ -219,6 +219,12 @@ impl Reactor {
         self.provided = end;
     }
 
+    /// The `len` bytes a receive completion left in buffer `id`.
+    fn received(&self, id: u16, len: i32) -> &[u8] {
+        let start = id as usize * RECV_BUFFER_SIZE;
+        &self.buffers[start..start + len as usize]
+    }
+
     fn provide_buffer(&mut self, id: u16) {
         let entries = self.buffer_ring.as_mut_ptr() as *mut types::BufRingEntry;
         let slot = (self.buffer_ring_tail as usize) & (RECV_BUFFERS - 1);
@@ -347,10 +353,9 @@ impl Reactor {
         for cqe in &completions {
             if cqe.user_data() >> 56 == OP_RECV && cqe.result() > 0 {
                 if let Some(id) = cqueue::buffer_select(cqe.flags()) {
-                    let start = id as usize * RECV_BUFFER_SIZE;
                     handle(Event::Arriving {
                         conn: cqe.user_data() & PAYLOAD_MASK,
-                        data: &self.buffers[start..start + cqe.result() as usize],
+                        data: self.received(id, cqe.result()),
                     });
                     shown = true;
                 }
@@ -386,10 +391,9 @@ impl Reactor {
                         tracing::error!("receive completion without a buffer");
                         continue;
                     };
-                    let start = id as usize * RECV_BUFFER_SIZE;
                     handle(Event::Received {
                         conn: payload,
-                        data: &self.buffers[start..start + result as usize],
+                        data: self.received(id, result),
                         more,
                     });
                     self.provide_buffer(id);
