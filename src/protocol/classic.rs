@@ -500,6 +500,20 @@ mod tests {
     }
 
     #[test]
+    fn a_requests_keys_are_its_retrieved_keys_or_its_single_key() {
+        let keys =
+            |buf: &[u8]| -> Vec<Vec<u8>> { request(buf).keys().map(|k| k.to_vec()).collect() };
+        assert_eq!(
+            keys(b"get a bb c\r\n"),
+            [b"a".to_vec(), b"bb".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(keys(b"set foo 0 0 1\r\nx\r\n"), [b"foo".to_vec()]);
+        assert_eq!(keys(b"delete foo\r\n"), [b"foo".to_vec()]);
+        assert_eq!(keys(b"mg Zm9v b v\r\n"), [b"foo".to_vec()]);
+        assert!(keys(b"version\r\n").is_empty());
+    }
+
+    #[test]
     fn set_with_data_block() {
         assert_eq!(
             request(b"set foo 5 100 3\r\nbar\r\n"),

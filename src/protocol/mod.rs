@@ -125,6 +125,16 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Every key a request is about, in order: a retrieval's keys, or its
+    /// single key (none for server-wide commands).
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let retrieved = match self {
+            Request::Get { keys, .. } => Some(keys.iter()),
+            _ => None,
+        };
+        retrieved.into_iter().flatten().chain(self.single_key())
+    }
+
     /// Whether the client asked for no reply. Never for meta requests: `q` hides
     /// only some replies, so the owner decides (an empty reply is fine).
     pub fn noreply(&self) -> bool {

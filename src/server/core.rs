@@ -365,17 +365,8 @@ impl CoreState {
             return;
         }
         let first = self.arriving.len();
-        match request {
-            Request::Get { keys, .. } => {
-                for key in keys.iter().take(PREVIEW_KEYS) {
-                    self.preview_key(key);
-                }
-            }
-            _ => {
-                if let Some(key) = request.single_key() {
-                    self.preview_key(key);
-                }
-            }
+        for key in request.keys().take(PREVIEW_KEYS) {
+            self.preview_key(key);
         }
         self.shard
             .prefetch_buckets(self.arriving[first..].iter().copied());
@@ -639,9 +630,9 @@ impl CoreState {
     }
 
     /// Routes the keys of a window's requests, in order, into `routes`;
-    /// `spans[r]` is the range of request `r`'s keys in `routes`. Multi-gets
-    /// stop adding keys once [`PREFETCH_KEYS`] routed keys are this core's:
-    /// their other keys are routed as they are served.
+    /// `spans[r]` is the range of request `r`'s keys in `routes`. Routing
+    /// stops once [`PREFETCH_KEYS`] routed keys are this core's: the other
+    /// keys are routed as they are served (`serve_get`, `dispatch`).
     fn route_window(
         &self,
         window: &[Option<(Parsed<'_>, usize)>],
@@ -653,23 +644,12 @@ impl CoreState {
         for (slot, span) in window.iter().zip(spans.iter_mut()) {
             let from = routes.len();
             if let Some((Parsed::Request { request, .. }, _)) = slot {
-                match request {
-                    Request::Get { keys, .. } => {
-                        // Past the cap, a multi-get's keys are routed as they are served.
-                        let mut keys = *keys;
-                        while owned < PREFETCH_KEYS {
-                            let Some((key, rest)) = keys.split_first() else {
-                                break;
-                            };
-                            self.add_route(key, routes, &mut owned);
-                            keys = rest;
-                        }
+                // Past the cap, keys are routed as they are served.
+                for key in request.keys() {
+                    if owned == PREFETCH_KEYS {
+                        break;
                     }
-                    _ => {
-                        if let Some(key) = request.single_key() {
-                            self.add_route(key, routes, &mut owned);
-                        }
-                    }
+                    self.add_route(key, routes, &mut owned);
                 }
             }
             *span = (from, routes.len());
