@@ -56,11 +56,26 @@ impl PendingGet {
     }
 }
 
-/// A reply position that is either filled or still being computed elsewhere.
+/// A reply position behind one that another core still computes. Filled
+/// positions keep their bytes in the connection's `held` buffer rather than a
+/// buffer each: with half the keys on another core, most replies of a pipelined
+/// receive queue behind a forwarded one, and an allocation per reply cost more
+/// than computing it.
+#[derive(Debug, Clone, Copy)]
 enum Slot {
-    Ready(Vec<u8>),
+    /// Still being computed on another core.
     Waiting,
+    /// Done: the reply is `held[start..end]`.
+    Ready { start: usize, end: usize },
+    /// Being written here: the reply is `held[start..]`. Only the last slot is
+    /// open; it closes when anything else is appended to `held`.
+    Open { start: usize },
 }
+
+/// `held` is compacted when its drained bytes exceed both this and its live
+/// ones, so a connection that always has a reply in flight elsewhere does not
+/// grow it without bound.
+const HELD_COMPACT_BYTES: usize = 16 << 10;
 
 /// How a connection is ending, if it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +106,10 @@ pub struct Connection {
     spare: Vec<u8>,
     /// Replies behind one that another core is still computing.
     slots: VecDeque<Slot>,
+    /// The bytes of the `Ready` and `Open` slots.
+    held: Vec<u8>,
+    /// Bytes of `held` already moved to `out` (garbage until compaction).
+    held_drained: usize,
     /// The sequence number of `slots[0]`.
     first_seq: u64,
     pub sending: bool,
@@ -117,6 +136,8 @@ impl Connection {
             out: Vec::with_capacity(4096),
             spare: Vec::new(),
             slots: VecDeque::new(),
+            held: Vec::new(),
+            held_drained: 0,
             first_seq: 0,
             sending: false,
             receiving: false,
@@ -152,20 +173,19 @@ impl Connection {
     /// Where the next reply goes: straight to the output unless an earlier
     /// reply is still outstanding.
     pub fn reply_buffer(&mut self) -> &mut Vec<u8> {
-        if self.slots.is_empty() {
-            return &mut self.out;
+        match self.slots.back() {
+            None => return &mut self.out,
+            Some(Slot::Open { .. }) => {}
+            Some(_) => self.slots.push_back(Slot::Open {
+                start: self.held.len(),
+            }),
         }
-        if !matches!(self.slots.back(), Some(Slot::Ready(_))) {
-            self.slots.push_back(Slot::Ready(Vec::new()));
-        }
-        match self.slots.back_mut() {
-            Some(Slot::Ready(buffer)) => buffer,
-            _ => unreachable!("a ready slot was just pushed"),
-        }
+        &mut self.held
     }
 
     /// Reserves the next reply position for an answer from another core.
     pub fn hold_reply(&mut self) -> u64 {
+        self.close_open_slot();
         self.slots.push_back(Slot::Waiting);
         self.first_seq + self.slots.len() as u64 - 1
     }
@@ -179,19 +199,82 @@ impl Connection {
         else {
             return;
         };
-        if index == 0 {
-            self.out.extend_from_slice(reply);
+        if index > 0 {
+            self.close_open_slot();
+            let start = self.held.len();
+            self.held.extend_from_slice(reply);
+            self.slots[index] = Slot::Ready {
+                start,
+                end: self.held.len(),
+            };
+            return;
+        }
+        self.out.extend_from_slice(reply);
+        self.slots.pop_front();
+        self.first_seq += 1;
+        loop {
+            let range = match self.slots.front() {
+                Some(&Slot::Ready { start, end }) => start..end,
+                Some(&Slot::Open { start }) => start..self.held.len(),
+                _ => break,
+            };
+            self.held_drained += range.len();
+            self.out.extend_from_slice(&self.held[range]);
             self.slots.pop_front();
             self.first_seq += 1;
-            while let Some(Slot::Ready(_)) = self.slots.front() {
-                if let Some(Slot::Ready(buffer)) = self.slots.pop_front() {
-                    self.out.extend_from_slice(&buffer);
-                }
-                self.first_seq += 1;
-            }
-        } else {
-            self.slots[index] = Slot::Ready(reply.to_vec());
         }
+        if self.slots.is_empty() {
+            self.clear_held();
+        } else if self.held_drained > HELD_COMPACT_BYTES && self.held_drained * 2 > self.held.len()
+        {
+            self.compact_held();
+        }
+    }
+
+    /// Ends the open slot where `held` ends now, before other bytes follow.
+    fn close_open_slot(&mut self) {
+        if let Some(slot) = self.slots.back_mut() {
+            if let Slot::Open { start } = *slot {
+                *slot = Slot::Ready {
+                    start,
+                    end: self.held.len(),
+                };
+            }
+        }
+    }
+
+    fn clear_held(&mut self) {
+        if self.held.capacity() > OUTPUT_LOW_WATER {
+            self.held = Vec::new();
+        } else {
+            self.held.clear();
+        }
+        self.held_drained = 0;
+    }
+
+    /// Moves the live replies of `held` to a fresh buffer, dropping the drained.
+    fn compact_held(&mut self) {
+        let mut live = Vec::with_capacity(self.held.len() - self.held_drained);
+        for slot in self.slots.iter_mut() {
+            match slot {
+                Slot::Waiting => {}
+                Slot::Ready { start, end } => {
+                    let moved = live.len();
+                    live.extend_from_slice(&self.held[*start..*end]);
+                    *slot = Slot::Ready {
+                        start: moved,
+                        end: live.len(),
+                    };
+                }
+                Slot::Open { start } => {
+                    let moved = live.len();
+                    live.extend_from_slice(&self.held[*start..]);
+                    *slot = Slot::Open { start: moved };
+                }
+            }
+        }
+        self.held = live;
+        self.held_drained = 0;
     }
 
     /// Whether replies are still owed by other cores.
@@ -206,15 +289,7 @@ impl Connection {
     /// Bytes of replies computed here and not yet sent: ready ones, and those
     /// waiting behind a reply another core still owes.
     fn owed_bytes(&self) -> usize {
-        let behind: usize = self
-            .slots
-            .iter()
-            .map(|slot| match slot {
-                Slot::Ready(buffer) => buffer.len(),
-                Slot::Waiting => 0,
-            })
-            .sum();
-        self.out.len() + behind
+        self.out.len() + self.held.len() - self.held_drained
     }
 
     /// Whether serving more input now would buffer past the limits: a client
@@ -267,6 +342,7 @@ impl Connection {
         if how == Closing::Now {
             self.out.clear();
             self.slots.clear();
+            self.clear_held();
             self.pending_get = None;
         }
     }
@@ -322,6 +398,29 @@ mod tests {
     }
 
     #[test]
+    fn drained_held_replies_are_compacted_away() {
+        let mut c = connection();
+        let big = vec![b'v'; HELD_COMPACT_BYTES];
+        let mut sent = 0;
+        // A reply always in flight elsewhere, so `held` never empties by itself.
+        let mut waiting = c.hold_reply();
+        for _ in 0..64 {
+            c.reply_buffer().extend_from_slice(&big);
+            let next = c.hold_reply();
+            c.fill_reply(waiting, b"r");
+            waiting = next;
+            sent += c.take_output().len();
+            assert!(
+                c.held.len() <= 3 * HELD_COMPACT_BYTES,
+                "held grew to {}",
+                c.held.len()
+            );
+        }
+        assert_eq!(sent, 64 * (HELD_COMPACT_BYTES + 1));
+        assert_eq!(c.owed_bytes(), 0);
+    }
+
+    #[test]
     fn closing_now_drops_what_is_owed() {
         let mut c = connection();
         c.hold_reply();
@@ -333,5 +432,89 @@ mod tests {
         // A reply from another core for a dropped slot is ignored.
         c.fill_reply(0, b"late");
         assert!(!c.has_output());
+    }
+
+    /// What a connection is asked to do with its replies.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A reply computed here.
+        Local(Vec<u8>),
+        /// A reply owed by another core.
+        Hold,
+        /// Another core answers the `n`th (modulo) reply still owed.
+        Fill(usize),
+        /// A send takes what is ready.
+        Send,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Step::Local),
+            // Large enough that `held` is compacted now and then.
+            any::<u8>().prop_map(|b| Step::Local(vec![b; HELD_COMPACT_BYTES / 3])),
+            Just(Step::Hold),
+            any::<usize>().prop_map(Step::Fill),
+            Just(Step::Send),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+        /// Against a model that keeps every reply whole in a list: the bytes
+        /// sent are always the replies in request order, up to the first one
+        /// still owed, and nothing is left once all are answered.
+        #[test]
+        fn replies_match_a_list_of_whole_replies(
+            steps in proptest::collection::vec(step(), 0..200),
+        ) {
+            let mut c = connection();
+            let mut model: Vec<Option<Vec<u8>>> = Vec::new();
+            let mut owed: Vec<(u64, usize)> = Vec::new();
+            let mut sent = Vec::new();
+            let mut counter = 0u8;
+            for step in steps {
+                match step {
+                    Step::Local(bytes) => {
+                        c.reply_buffer().extend_from_slice(&bytes);
+                        model.push(Some(bytes));
+                    }
+                    Step::Hold => {
+                        owed.push((c.hold_reply(), model.len()));
+                        model.push(None);
+                    }
+                    Step::Fill(n) if !owed.is_empty() => {
+                        let (seq, at) = owed.remove(n % owed.len());
+                        counter = counter.wrapping_add(1);
+                        let reply = vec![counter; 1 + n % 7];
+                        c.fill_reply(seq, &reply);
+                        model[at] = Some(reply);
+                    }
+                    Step::Fill(_) => {}
+                    Step::Send => {
+                        sent.extend(c.take_output());
+                        let ready: Vec<u8> = model
+                            .iter()
+                            .map_while(|r| r.as_deref())
+                            .flatten()
+                            .copied()
+                            .collect();
+                        proptest::prop_assert_eq!(&sent, &ready);
+                    }
+                }
+            }
+            for (seq, at) in owed.drain(..) {
+                c.fill_reply(seq, b"last");
+                model[at] = Some(b"last".to_vec());
+            }
+            sent.extend(c.take_output());
+            let everything: Vec<u8> = model.into_iter().flatten().flatten().collect();
+            proptest::prop_assert_eq!(sent, everything);
+            proptest::prop_assert!(!c.awaiting_replies());
+            proptest::prop_assert_eq!(c.owed_bytes(), 0);
+        }
     }
 }
