@@ -946,6 +946,7 @@ impl CoreState {
                         }
                     }
                 }
+                self.outbox.recycle(batch);
             }
             Message::Reply(batch) => {
                 for item in &batch.items {
@@ -960,6 +961,7 @@ impl CoreState {
                     self.resume_if_drained(&mut connection, item.conn);
                     self.after_io(slot, item.conn, connection);
                 }
+                self.outbox.recycle(batch);
             }
         });
     }

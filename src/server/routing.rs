@@ -123,10 +123,26 @@ impl Mailbox {
     }
 }
 
+/// Spare batches a core keeps for reuse: enough for one per destination and
+/// direction.
+fn spare_batch_limit(cores: usize) -> usize {
+    2 * cores
+}
+
+/// A spare batch keeps its buffers only up to this many bytes, so one burst of
+/// large values does not stay resident.
+const SPARE_BATCH_BYTES: usize = 1 << 20;
+
 /// The batches a core is building this turn, one per destination and direction.
+///
+/// Batches circulate: a core keeps the batches it received, emptied, and
+/// builds its next ones in them. A fresh batch each turn would grow its
+/// buffers from empty (a reallocation at every doubling) and be freed by the
+/// core that received it, into another thread's allocator arena.
 pub struct Outbox {
     pub forwards: Vec<Batch>,
     pub replies: Vec<Batch>,
+    spare: Vec<Batch>,
 }
 
 impl Outbox {
@@ -134,20 +150,36 @@ impl Outbox {
         Outbox {
             forwards: (0..cores).map(|_| Batch::default()).collect(),
             replies: (0..cores).map(|_| Batch::default()).collect(),
+            spare: Vec::new(),
         }
     }
 
-    /// Hands every non-empty batch to `post(destination, message)`.
+    /// Hands every non-empty batch to `post(destination, message)`, putting
+    /// a spare one in its place.
     pub fn flush(&mut self, mut post: impl FnMut(usize, Message)) {
+        let spare = &mut self.spare;
+        let mut take =
+            |batch: &mut Batch| std::mem::replace(batch, spare.pop().unwrap_or_default());
         for (to, batch) in self.forwards.iter_mut().enumerate() {
             if !batch.items.is_empty() {
-                post(to, Message::Forward(std::mem::take(batch)));
+                post(to, Message::Forward(take(batch)));
             }
         }
         for (to, batch) in self.replies.iter_mut().enumerate() {
             if !batch.items.is_empty() {
-                post(to, Message::Reply(std::mem::take(batch)));
+                post(to, Message::Reply(take(batch)));
             }
+        }
+    }
+
+    /// Keeps a batch another core sent, once served, for this core's next ones.
+    pub fn recycle(&mut self, mut batch: Batch) {
+        if self.spare.len() < spare_batch_limit(self.forwards.len())
+            && batch.bytes.capacity() <= SPARE_BATCH_BYTES
+        {
+            batch.bytes.clear();
+            batch.items.clear();
+            self.spare.push(batch);
         }
     }
 }
@@ -192,5 +224,33 @@ mod tests {
         assert_eq!(items, [&b"get a\r\n"[..], b"delete b\r\n"]);
         let hashes: Vec<_> = batch.items.iter().map(|i| i.key_hash).collect();
         assert_eq!(hashes, [Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn served_batches_are_reused_empty_and_kept_within_bounds() {
+        let mut outbox = Outbox::new(2);
+        let mut received = Batch::default();
+        received.push(3, 4, ItemKind::Request, None, |b| {
+            b.extend_from_slice(b"get k\r\n")
+        });
+        let capacity = received.bytes.capacity();
+        outbox.recycle(received);
+        outbox.forwards[1].push(5, 6, ItemKind::Request, None, |b| b.push(b'x'));
+        outbox.flush(|_, _| {});
+        // The spare took the posted batch's place, emptied.
+        assert!(outbox.forwards[1].items.is_empty() && outbox.forwards[1].bytes.is_empty());
+        assert_eq!(outbox.forwards[1].bytes.capacity(), capacity);
+
+        let mut huge = Batch::default();
+        huge.bytes.reserve(SPARE_BATCH_BYTES + 1);
+        outbox.recycle(huge);
+        for _ in 0..10 {
+            outbox.recycle(Batch::default());
+        }
+        assert_eq!(outbox.spare.len(), spare_batch_limit(2));
+        assert!(outbox
+            .spare
+            .iter()
+            .all(|b| b.bytes.capacity() <= SPARE_BATCH_BYTES));
     }
 }
