@@ -451,7 +451,7 @@ impl Shard {
         };
         Ok(Shard {
             config,
-            policy: Policy::new(classes, 0, seed),
+            policy: Policy::new(classes, seed),
             since_check: vec![0; classes],
             slabs,
             // Its own secret, derived from the policy's (a bijection of it).
@@ -798,13 +798,17 @@ impl Shard {
             let cap = self.slabs.capacity(class);
             self.policy.set_capacity(&mut self.slabs, class, cap);
         }
-        self.note_pressure();
+        self.note_fill();
         true
     }
 
-    /// Tells the policy whether every page is in use, so that storing a new
+    /// Tells the policy how full memory is: once half the pages are in use its
+    /// sketch counts (`Policy::start_sketch`), and once all are, storing a new
     /// item means evicting one (`Policy::set_pressure`).
-    pub(crate) fn note_pressure(&mut self) {
+    pub(crate) fn note_fill(&mut self) {
+        if self.slabs.pages_in_use * 2 >= self.slabs.max_pages {
+            self.policy.start_sketch(&self.slabs);
+        }
         let full = self.slabs.pages_in_use >= self.slabs.max_pages;
         self.policy.set_pressure(full);
     }
@@ -1242,7 +1246,7 @@ impl Shard {
                 let cap = self.slabs.capacity(class);
                 if cap != self.policy.classes[class].capacity {
                     self.policy.set_capacity(&mut self.slabs, class, cap);
-                    self.note_pressure();
+                    self.note_fill();
                 }
                 return Some(id);
             }

@@ -125,7 +125,7 @@ impl WTinyLfuSim {
     /// `seed` drives the warm-candidate coin only; a fixed seed repeats a run.
     pub fn new(capacity: usize, seed: u64) -> WTinyLfuSim {
         let capacity = capacity.max(1) as u32;
-        let mut policy = Policy::new(1, capacity as usize, seed);
+        let mut policy = Policy::new(1, seed);
         let mut nodes = Nodes(Vec::with_capacity(capacity as usize));
         policy.set_capacity(&mut nodes, 0, capacity);
         WTinyLfuSim {
@@ -146,6 +146,10 @@ impl WTinyLfuSim {
             let hash = self.nodes.0[id as usize].hash;
             self.policy.access(&mut self.nodes, 0, id, hash);
             return true;
+        }
+        if self.map.len() as u32 * 2 >= self.capacity {
+            // Half full, as a shard starts its sketch at half its pages.
+            self.policy.start_sketch(&self.nodes);
         }
         if self.map.len() as u32 >= self.capacity {
             // Full, as a shard is once its last page is taken.

@@ -109,7 +109,8 @@ pub struct Sketch {
 use crate::keyhash::mix;
 
 impl Sketch {
-    /// A sketch for a cache of `capacity` items.
+    /// A sketch for a cache of `capacity` items; with 0, an empty one that
+    /// counts nothing until [`ensure_capacity`](Self::ensure_capacity).
     pub fn new(capacity: usize) -> Sketch {
         let mut s = Sketch {
             table: MappedWords::empty(),
@@ -121,7 +122,9 @@ impl Sketch {
             capacity: 0,
             resets: 0,
         };
-        s.ensure_capacity(capacity);
+        if capacity > 0 {
+            s.ensure_capacity(capacity);
+        }
         s
     }
 

@@ -1495,3 +1495,35 @@ fn a_regrown_item_keeps_its_list() {
         );
     }
 }
+
+#[test]
+fn the_sketch_starts_at_half_the_pages_knowing_the_items_held() {
+    // 8 pages of 1 MiB; 100 KiB values take a page per 10 items or so.
+    let mut s = shard(8 * MIB);
+    let value = vec![b'v'; 100 << 10];
+    let mut stored = Vec::new();
+    let mut i = 0;
+    while (s.slabs.pages_in_use + 1) * 2 < s.slabs.max_pages {
+        let key = format!("k{i}");
+        assert_eq!(set(&mut s, key.as_bytes(), &value), StoreResult::Stored);
+        // Reads before the start count nothing, and cost no sketch line.
+        assert!(get(&mut s, key.as_bytes()).is_some());
+        stored.push(key);
+        i += 1;
+    }
+    assert_eq!(s.stats().sketch_bytes, 0, "under half full: no sketch yet");
+    assert!(stored
+        .iter()
+        .all(|k| s.policy.frequency(key_hash(k.as_bytes())) == 0));
+    while s.slabs.pages_in_use * 2 < s.slabs.max_pages {
+        let key = format!("k{i}");
+        assert_eq!(set(&mut s, key.as_bytes(), &value), StoreResult::Stored);
+        i += 1;
+    }
+    assert!(s.stats().sketch_bytes > 0, "half full: the sketch counts");
+    // Every item held at the start got the sighting of its store.
+    for k in &stored {
+        assert!(s.policy.frequency(key_hash(k.as_bytes())) >= 1, "{k}");
+    }
+    check_invariants(&s);
+}

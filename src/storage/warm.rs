@@ -464,7 +464,7 @@ impl Shard {
                 kept[meta.class as usize].push((atime, cas, id, hash));
             }
         }
-        self.note_pressure();
+        self.note_fill();
         for (class, mut items) in kept.into_iter().enumerate() {
             let cap = self.slabs.capacity(class);
             self.policy.set_capacity(&mut self.slabs, class, cap);
