@@ -8,7 +8,9 @@
 # and, for a machine with another C library, lib/ holding every shared library
 # they load and its own ld-linux-x86-64.so.2 (how the device machine ran it).
 # Without BUNDLE: target/release and the PATH. Writes each run's text and JSON
-# and summary.txt under OUT.
+# and summary.txt under OUT; for corecache also what its `stats` counters did
+# during the run (requests per forwarded batch, per loop turn, and wake-ups
+# sent per thousand requests: where cross-core routing spends its time).
 #
 # SIZES="1 2 4 8" CLIENT_CPUS=8-15 DURATION=5 OUT=scaling-out scripts/scaling_curve.sh
 set -u
@@ -43,15 +45,49 @@ bench() { # name, then corecache-bench run arguments
     "$name" "$ops" "$cpu" "$p99" "$client" | tee -a "$OUT/summary.txt"
 }
 
+# `stats` from a server, one "name value" line per counter (bash's /dev/tcp:
+# the device machine has no nc).
+stats() { # port
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return
+  printf 'stats\r\nquit\r\n' >&3
+  tr -d '\r' <&3 | awk '$1 == "STAT" { print $2, $3 }'
+  exec 3<&-
+}
+
+# What corecache's counters did between two `stats` snapshots, in summary.txt.
+routing_figures() { # name, before file, after file
+  awk -v name="$1" '
+    NR == FNR { before[$1] = $2; next }
+    { delta[$1] = $2 - before[$1] }
+    END {
+      requests = delta["cmd_get"] + delta["cmd_set"]
+      if (requests <= 0) exit
+      batches = delta["forwarded_batches"] > 0 ? delta["forwarded_batches"] : 1
+      printf "%-18s forwarded %.2f of requests, %.1f per batch; %.1f requests per loop turn; %.2f wake-ups per 1000 requests\n",
+        name, delta["forwarded_requests"] / requests, delta["forwarded_requests"] / batches,
+        requests / (delta["loop_turns"] > 0 ? delta["loop_turns"] : 1),
+        1000 * delta["wakes_sent"] / requests
+    }' "$2" "$3" | tee -a "$OUT/summary.txt"
+}
+
+cc_bench() { # name, port, then bench arguments
+  local name=$1 port=$2
+  shift 2
+  stats "$port" >"$OUT/$name.stats-before"
+  bench "$name" "$@"
+  stats "$port" >"$OUT/$name.stats-after"
+  routing_figures "$name" "$OUT/$name.stats-before" "$OUT/$name.stats-after"
+}
+
 for n in $SIZES; do
   cpus=0-$((n - 1)) port=$((11000 + n)) core_ports=$((12000 + n * 16)) mc_port=$((13000 + n))
   taskset -c "$cpus" $LOADER "$CC" -p $port -t "$n" -m 1024 -U 0 --core-ports $core_ports \
     >"$OUT/corecache-$n.log" 2>&1 &
   pid=$!
   sleep 1
-  bench "cc-shared-p16-$n" --port $port --pipeline 16 --server-pid $pid
-  bench "cc-routed-p16-$n" --port $port --core-ports "$core_ports:$n" --pipeline 16 --server-pid $pid
-  bench "cc-shared-p1-$n" --port $port --pipeline 1 --server-pid $pid
+  cc_bench "cc-shared-p16-$n" $port --port $port --pipeline 16 --server-pid $pid
+  cc_bench "cc-routed-p16-$n" $port --port $port --core-ports "$core_ports:$n" --pipeline 16 --server-pid $pid
+  cc_bench "cc-shared-p1-$n" $port --port $port --pipeline 1 --server-pid $pid
   kill $pid
   taskset -c "$cpus" $LOADER "$MC" -u root -p $mc_port -t "$n" -m 1024 -U 0 \
     >"$OUT/memcached-$n.log" 2>&1 &

@@ -325,3 +325,32 @@ fn bench_routed_by_core_forwards_nothing() {
         "through the shared port, requests for the other core are forwarded"
     );
 }
+
+#[test]
+fn forwarding_wakes_each_core_at_most_once_a_turn() {
+    let Some(s) = start() else { return };
+    let mut c = s.client();
+    let turns_before = c.stat("loop_turns");
+    let wakes_before = c.stat("wakes_sent");
+    // Keys of the core the shared port's connection is not on are forwarded
+    // whichever core took it: use both cores' keys, pipelined.
+    let mut pipelined = String::new();
+    let mut expected = String::new();
+    for core in 0..CORES {
+        for k in keys_owned_by(core, 50, &format!("wake{core}-")) {
+            pipelined.push_str(&format!("set {k} 0 0 1\r\nx\r\nget {k}\r\n"));
+            expected.push_str(&format!("STORED\r\nVALUE {k} 0 1\r\nx\r\nEND\r\n"));
+        }
+    }
+    let mut p = s.client();
+    p.expect(pipelined, expected);
+    let turns = c.stat("loop_turns") - turns_before;
+    let wakes = c.stat("wakes_sent") - wakes_before;
+    assert!(wakes > 0, "forwarded requests woke their owner");
+    // A core wakes another only when it posts it a batch and no wake-up is
+    // pending, so at most once per destination per turn of its own.
+    assert!(
+        wakes <= turns * (CORES as u64 - 1),
+        "{wakes} wakes in {turns} turns"
+    );
+}

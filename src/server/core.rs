@@ -163,6 +163,7 @@ pub fn run_core(
             return Err(format!("core {index}: io_uring wait failed: {e}"));
         }
         state.now = unix_now();
+        state.published().counters.loop_turns.incr();
         state.apply_gates();
         reactor.dispatch(|event| state.handle(event));
         state.serve_mailbox();
@@ -970,9 +971,11 @@ impl CoreState {
     fn post_batches(&mut self, reactor: &mut Reactor) {
         let shared = &self.shared;
         let index = self.index;
+        let wakes = &shared.published[index].counters.wakes_sent;
         self.outbox.flush(|to, message| {
             if shared.mailboxes[to].post(index, message) {
                 reactor.wake(shared.ring_fds[to].load(Ordering::Relaxed));
+                wakes.incr();
             }
         });
     }

@@ -87,6 +87,8 @@ stat_fields!(
         rejected_connections,
         forwarded_requests,
         forwarded_batches,
+        wakes_sent,
+        loop_turns,
     }
 );
 
