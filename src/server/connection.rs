@@ -123,6 +123,9 @@ pub struct Connection {
     held_limit: usize,
     /// Queued for a send at the end of this loop turn.
     pub dirty: bool,
+    /// The ready replies were held back a turn for those another core still
+    /// owes (`CoreState::send_replies`): the next turn sends whatever is ready.
+    pub held_back: u8,
 }
 
 impl Connection {
@@ -146,6 +149,7 @@ impl Connection {
             closing: Closing::Open,
             held_limit,
             dirty: false,
+            held_back: 0,
         }
     }
 
@@ -284,6 +288,11 @@ impl Connection {
 
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
+    }
+
+    /// Bytes of replies ready to send.
+    pub fn ready_bytes(&self) -> usize {
+        self.out.len()
     }
 
     /// Bytes of replies computed here and not yet sent: ready ones, and those
