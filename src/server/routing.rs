@@ -129,8 +129,9 @@ fn spare_batch_limit(cores: usize) -> usize {
     2 * cores
 }
 
-/// A spare batch keeps its buffers only up to this many bytes, so one burst of
-/// large values does not stay resident.
+/// A spare batch keeps its buffers (bytes and item list) only up to this many
+/// bytes, so one burst of large values or of many small replies does not stay
+/// resident.
 const SPARE_BATCH_BYTES: usize = 1 << 20;
 
 /// The batches a core is building this turn, one per destination and direction.
@@ -174,8 +175,9 @@ impl Outbox {
 
     /// Keeps a batch another core sent, once served, for this core's next ones.
     pub fn recycle(&mut self, mut batch: Batch) {
+        let kept_bytes = batch.bytes.capacity() + batch.items.capacity() * size_of::<Item>();
         if self.spare.len() < spare_batch_limit(self.forwards.len())
-            && batch.bytes.capacity() <= SPARE_BATCH_BYTES
+            && kept_bytes <= SPARE_BATCH_BYTES
         {
             batch.bytes.clear();
             batch.items.clear();
@@ -244,6 +246,10 @@ mod tests {
         let mut huge = Batch::default();
         huge.bytes.reserve(SPARE_BATCH_BYTES + 1);
         outbox.recycle(huge);
+        let mut many = Batch::default();
+        many.items
+            .reserve(SPARE_BATCH_BYTES / size_of::<Item>() + 1);
+        outbox.recycle(many);
         for _ in 0..10 {
             outbox.recycle(Batch::default());
         }

@@ -806,11 +806,14 @@ impl Shard {
     /// sketch counts (`Policy::start_sketch`), and once all are, storing a new
     /// item means evicting one (`Policy::set_pressure`).
     pub(crate) fn note_fill(&mut self) {
-        if self.slabs.pages_in_use * 2 >= self.slabs.max_pages {
-            self.policy.start_sketch(&self.slabs);
+        let (used, max) = (self.slabs.pages_in_use, self.slabs.max_pages);
+        if used * 2 >= max {
+            // What the classes will hold when every page is in use, if the
+            // rest is shared as the pages in use are.
+            let expected = self.policy.total_capacity() * max / used.max(1);
+            self.policy.start_sketch(&self.slabs, expected);
         }
-        let full = self.slabs.pages_in_use >= self.slabs.max_pages;
-        self.policy.set_pressure(full);
+        self.policy.set_pressure(used >= max);
     }
 
     // ----- introspection -----------------------------------------------------

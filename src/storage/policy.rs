@@ -200,8 +200,8 @@ pub struct PolicyStats {
 }
 
 /// At most this many entries get their store's sighting when the sketch starts
-/// ([`Policy::start_sketch`]): a one-time walk of a few milliseconds, even in
-/// a cache of many millions of items.
+/// or grows ([`Policy::seed_sketch`]): a walk of a few milliseconds, once or a
+/// few times in a shard's life, even with many millions of items.
 const SKETCH_SEED_ENTRIES: usize = 1 << 16;
 
 pub(crate) struct Policy {
@@ -247,29 +247,49 @@ impl Policy {
         let c = &mut self.classes[class];
         self.total_capacity = self.total_capacity - c.capacity as usize + capacity as usize;
         c.capacity = capacity;
-        if self.sketch_started {
-            self.sketch.ensure_capacity(self.total_capacity);
+        if self.sketch_started && self.sketch.ensure_capacity(self.total_capacity) {
+            self.seed_sketch(e);
         }
         self.ghosts.ensure_capacity(self.total_capacity);
         self.fit(e, class);
     }
 
-    /// The owner is half full: the sketch is sized and counts from now on.
-    /// Later calls do nothing.
-    ///
-    /// Every entry held now was stored once, a sighting the sketch missed; the
-    /// entries nearest eviction (lists walked from their LRU ends) get it now, up
-    /// to [`SKETCH_SEED_ENTRIES`]. Without it the first new keys, whose store
-    /// the sketch saw, would beat every older victim in the admission duel: on
-    /// the gli trace, W-TinyLFU at 1000 entries fell from 50.86% to 44.21%.
-    pub fn start_sketch<E: Entries>(&mut self, e: &E) {
+    /// Entries the classes can hold now.
+    pub fn total_capacity(&self) -> usize {
+        self.total_capacity
+    }
+
+    /// The owner is half full: the sketch is sized for `expected_capacity`
+    /// entries (what the owner will hold when full; as Caffeine sizes its
+    /// sketch for the maximum, so that filling the rest does not grow and
+    /// clear it) and counts from now on. Later calls do nothing.
+    pub fn start_sketch<E: Entries>(&mut self, e: &E, expected_capacity: usize) {
         if self.sketch_started {
             return;
         }
         self.sketch_started = true;
-        self.sketch.ensure_capacity(self.total_capacity);
-        let mut budget = SKETCH_SEED_ENTRIES;
+        self.sketch
+            .ensure_capacity(expected_capacity.max(self.total_capacity));
+        self.seed_sketch(e);
+    }
+
+    /// Gives the entries held the sighting of their store, which a new (or
+    /// newly grown, so cleared) sketch lacks. Without it the first new keys,
+    /// whose store the sketch saw, would beat every older victim in the
+    /// admission duel: on the gli trace, W-TinyLFU at 1000 entries fell from
+    /// 50.86% to 44.21%. At most [`SKETCH_SEED_ENTRIES`], shared among the
+    /// classes by their entries, each class's nearest eviction first (its
+    /// lists walked from their LRU ends).
+    fn seed_sketch<E: Entries>(&mut self, e: &E) {
+        let entries = |l: &ClassLists| (l.window.len + l.probation.len + l.protected.len) as usize;
+        let held: usize = self.classes.iter().map(entries).sum();
         for lists in &self.classes {
+            let n = entries(lists);
+            let mut budget = if held <= SKETCH_SEED_ENTRIES {
+                n
+            } else {
+                (SKETCH_SEED_ENTRIES * n).div_ceil(held)
+            };
             for list in [lists.probation, lists.window, lists.protected] {
                 let mut id = list.tail;
                 while id != NIL && budget > 0 {
@@ -738,7 +758,7 @@ mod tests {
             links: vec![(NIL, NIL, Segment::None); 1000],
         };
         p.set_capacity(&mut e, 0, cap);
-        p.start_sketch(&e);
+        p.start_sketch(&e, cap as usize);
         p.set_pressure(true);
         (p, e)
     }
@@ -760,7 +780,7 @@ mod tests {
             0,
             "nothing counted before the start"
         );
-        p.start_sketch(&e);
+        p.start_sketch(&e, 100);
         assert!(p.sketch_bytes() > 0);
         for id in 0..40 {
             assert_eq!(p.frequency(e.key_hash(id)), 1, "entry {id}: its store");
@@ -772,8 +792,50 @@ mod tests {
             "hits count from the start on"
         );
         // A second start does not count the entries again.
-        p.start_sketch(&e);
+        p.start_sketch(&e, 100);
         assert_eq!(p.frequency(e.key_hash(5)), 1);
+        // A growth past the size it started with clears the counts, and
+        // gives the entries held their sighting again.
+        p.set_capacity(&mut e, 0, 500);
+        assert!(p.sketch_bytes() > 0);
+        for id in 0..40 {
+            assert_eq!(p.frequency(e.key_hash(id)), 1, "entry {id} after growing");
+        }
+    }
+
+    #[test]
+    fn a_large_cache_seeds_a_share_of_every_class() {
+        let classes = 2;
+        let mut p = Policy::new(classes, 1);
+        let mut e = Vecs {
+            links: vec![(NIL, NIL, Segment::None); 3 * SKETCH_SEED_ENTRIES],
+        };
+        p.set_capacity(&mut e, 0, 2 * SKETCH_SEED_ENTRIES as u32);
+        p.set_capacity(&mut e, 1, SKETCH_SEED_ENTRIES as u32);
+        let (small, large) = (
+            0..2 * SKETCH_SEED_ENTRIES as u32,
+            2 * SKETCH_SEED_ENTRIES as u32..3 * SKETCH_SEED_ENTRIES as u32,
+        );
+        for id in small.clone() {
+            let h = e.key_hash(id);
+            p.insert(&mut e, 0, id, h);
+        }
+        for id in large.clone() {
+            let h = e.key_hash(id);
+            p.insert(&mut e, 1, id, h);
+        }
+        p.start_sketch(&e, 3 * SKETCH_SEED_ENTRIES);
+        let seeded =
+            |ids: std::ops::Range<u32>| ids.filter(|&id| p.frequency(e.key_hash(id)) >= 1).count();
+        // Twice the budget is held: each class gets about half of its
+        // entries (false positives of the count-min sketch add a few).
+        let (in_small, in_large) = (seeded(small), seeded(large));
+        assert!(in_small >= SKETCH_SEED_ENTRIES * 2 / 3, "{in_small}");
+        assert!(in_large >= SKETCH_SEED_ENTRIES / 3, "{in_large}");
+        assert!(
+            in_small + in_large < SKETCH_SEED_ENTRIES * 2,
+            "{in_small} + {in_large}"
+        );
     }
 
     #[test]

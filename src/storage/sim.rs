@@ -149,7 +149,8 @@ impl WTinyLfuSim {
         }
         if self.map.len() as u32 * 2 >= self.capacity {
             // Half full, as a shard starts its sketch at half its pages.
-            self.policy.start_sketch(&self.nodes);
+            self.policy
+                .start_sketch(&self.nodes, self.capacity as usize);
         }
         if self.map.len() as u32 >= self.capacity {
             // Full, as a shard is once its last page is taken.

@@ -131,29 +131,28 @@ impl Sketch {
     /// Grows the sketch for a cache of `capacity` items (Caffeine's
     /// `ensureCapacity`): counts are forgotten, as after a resize there is no way
     /// to place the old ones. Never shrinks; growing only past a power of two
-    /// reallocates.
-    pub fn ensure_capacity(&mut self, capacity: usize) {
+    /// reallocates. Returns whether the table was replaced (counts forgotten).
+    pub fn ensure_capacity(&mut self, capacity: usize) -> bool {
         let capacity = capacity.max(1);
         if capacity <= self.capacity {
-            return;
+            return false;
         }
-        self.capacity = capacity;
-        self.sample_size = SAMPLE_MULTIPLIER * capacity as u64;
         let words = capacity
             .div_ceil(ITEMS_PER_WORD)
             .next_power_of_two()
             .max(BLOCK_WORDS);
-        if words > self.table.len() {
+        let replaced = words > self.table.len();
+        if replaced {
             let bits = (capacity * DOORKEEPER_BITS_PER_ITEM)
                 .next_power_of_two()
                 .max(DOOR_LINE_BITS as usize);
             // Out of memory for a larger table: the smaller one keeps counting
             // (less precisely), which is better than failing the store that grew
-            // the cache.
+            // the cache; a later growth tries again.
             let (Ok(table), Ok(doorkeeper)) =
                 (MappedWords::zeroed(words), MappedWords::zeroed(bits / 64))
             else {
-                return;
+                return false;
             };
             self.table = table;
             self.block_mask = words / BLOCK_WORDS - 1;
@@ -161,6 +160,9 @@ impl Sketch {
             self.door_line_mask = (bits as u64 / DOOR_LINE_BITS) - 1;
             self.size = 0;
         }
+        self.capacity = capacity;
+        self.sample_size = SAMPLE_MULTIPLIER * capacity as u64;
+        replaced
     }
 
     pub fn capacity(&self) -> usize {

@@ -668,15 +668,13 @@ fn full_class_evicts_least_recently_used_first() {
     let per_page = s.slab_class_stats()[class - 1].chunks_per_page as usize;
     for i in 0..2 * per_page {
         assert_eq!(set(&mut s, &key(i), &value), StoreResult::Stored);
-        if i == 0 {
-            // Keep key 0 recently used.
-        }
     }
     assert_eq!(s.stats().total_pages, 2);
     assert_eq!(s.stats().evictions, 0);
     // Read key 0 so it is the most recent, then push one more in.
     assert!(get(&mut s, &key(0)).is_some());
-    assert_eq!(set(&mut s, &key(2 * per_page), &value), StoreResult::Stored);
+    let newcomer = 2 * per_page;
+    assert_eq!(set(&mut s, &key(newcomer), &value), StoreResult::Stored);
     let st = s.stats();
     assert_eq!(st.evictions, 1);
     assert_eq!(st.evicted_unfetched, 1);
@@ -684,11 +682,27 @@ fn full_class_evicts_least_recently_used_first() {
         get(&mut s, &key(0)).is_some(),
         "recently read item survives"
     );
+    // Every key was seen once (its store): W-TinyLFU keeps the incumbent on
+    // a tie, so the window's oldest entry lost its duel with the least
+    // recently used item, which stays.
+    // (Looked up without a read, which would count.)
+    let held = |s: &Shard, i: usize| s.find(&key(i), key_hash(&key(i))).is_some();
+    assert!(held(&s, 1), "a tie keeps the victim");
+    let gone: Vec<usize> = (0..=newcomer).filter(|&i| !held(&s, i)).collect();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert!(gone[0] > per_page, "a window entry went: {gone:?}");
+    // Read every key but key 1: the next duel's candidate was then seen
+    // more often than key 1, the least recently used, which goes.
+    for i in (0..=newcomer).filter(|&i| i != 1 && i != gone[0]) {
+        assert!(get(&mut s, &key(i)).is_some(), "{i}");
+    }
+    assert_eq!(set(&mut s, &key(newcomer + 1), &value), StoreResult::Stored);
+    assert_eq!(s.stats().evictions, 2);
     assert!(
         get(&mut s, &key(1)).is_none(),
         "least recently used is evicted"
     );
-    assert_eq!(s.slab_class_stats()[class - 1].evicted, 1);
+    assert_eq!(s.slab_class_stats()[class - 1].evicted, 2);
     check_invariants(&s);
 }
 
@@ -1522,6 +1536,20 @@ fn the_sketch_starts_at_half_the_pages_knowing_the_items_held() {
     }
     assert!(s.stats().sketch_bytes > 0, "half full: the sketch counts");
     // Every item held at the start got the sighting of its store.
+    for k in &stored {
+        assert!(s.policy.frequency(key_hash(k.as_bytes())) >= 1, "{k}");
+    }
+    // Sized for the full shard at the start: filling the other half neither
+    // grows nor clears it, so those sightings are still there at the first
+    // eviction.
+    let sized = s.stats().sketch_bytes;
+    while s.slabs.pages_in_use < s.slabs.max_pages {
+        let key = format!("k{i}");
+        assert_eq!(set(&mut s, key.as_bytes(), &value), StoreResult::Stored);
+        i += 1;
+    }
+    assert_eq!(s.stats().evictions, 0);
+    assert_eq!(s.stats().sketch_bytes, sized);
     for k in &stored {
         assert!(s.policy.frequency(key_hash(k.as_bytes())) >= 1, "{k}");
     }

@@ -464,7 +464,6 @@ impl Shard {
                 kept[meta.class as usize].push((atime, cas, id, hash));
             }
         }
-        self.note_fill();
         for (class, mut items) in kept.into_iter().enumerate() {
             let cap = self.slabs.capacity(class);
             self.policy.set_capacity(&mut self.slabs, class, cap);
@@ -474,6 +473,9 @@ impl Shard {
                 self.policy.insert(&mut self.slabs, class, id, hash);
             }
         }
+        // After every class is back: a sketch started here is sized for all
+        // of them at once and counts every item restored.
+        self.note_fill();
         Ok(self.stats.curr_items)
     }
 
