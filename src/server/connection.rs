@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 use crate::protocol::{GetKind, Keys};
 
@@ -121,11 +122,12 @@ pub struct Connection {
     pub closing: Closing,
     /// [`held_reply_limit`] for this server's item size limit.
     held_limit: usize,
-    /// Queued for a send at the end of this loop turn.
+    /// Queued for a send: at the end of this loop turn, or of a later one
+    /// while its ready replies are held back.
     pub dirty: bool,
-    /// The ready replies were held back a turn for those another core still
-    /// owes (`CoreState::send_replies`): the next turn sends whatever is ready.
-    pub held_back: u8,
+    /// Since when the ready replies have been held back for those other
+    /// cores still owe (`CoreState::send_replies`).
+    pub held_since: Option<Instant>,
 }
 
 impl Connection {
@@ -149,7 +151,7 @@ impl Connection {
             closing: Closing::Open,
             held_limit,
             dirty: false,
-            held_back: 0,
+            held_since: None,
         }
     }
 

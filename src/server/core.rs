@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 /// Expired items freed per loop turn, so reaping never stalls requests.
 const REAP_BUDGET: usize = 64;
-/// Loop turns a connection's ready replies may wait for those other cores
-/// still owe it, and the ready bytes past which they go anyway
+/// How long a connection's ready replies may wait for those other cores still
+/// owe it, and the ready bytes past which they go anyway
 /// (`CoreState::send_replies`).
-const HOLD_TURNS: u8 = 16;
+const HOLD_TIME: Duration = Duration::from_micros(500);
 const HOLD_BYTES: usize = 64 << 10;
 /// Pipelined requests whose keys are prefetched before the first is served.
 const PREFETCH_DEPTH: usize = 16;
@@ -72,6 +72,8 @@ struct CoreState {
     listener_fds: Vec<std::os::fd::RawFd>,
     limits: ParseLimits,
     now: u32,
+    /// When this loop turn began (after its wait).
+    turn_started: Instant,
     memory_limit_seen: u64,
     draining: bool,
     slabs_published_at: u32,
@@ -145,6 +147,7 @@ pub fn run_core(
         outbox: Outbox::new(cores),
         listener_fds: listeners.sockets.iter().map(|s| s.as_raw_fd()).collect(),
         now: unix_now(),
+        turn_started: Instant::now(),
         memory_limit_seen: 0,
         draining: false,
         slabs_published_at: 0,
@@ -171,6 +174,7 @@ pub fn run_core(
             return Err(format!("core {index}: io_uring wait failed: {e}"));
         }
         state.now = unix_now();
+        state.turn_started = Instant::now();
         state.published().counters.loop_turns.incr();
         state.apply_gates();
         reactor.dispatch(|event| state.handle(event));
@@ -1010,8 +1014,8 @@ impl CoreState {
     /// One send per connection per turn, carrying every reply it has.
     ///
     /// A connection whose replies wait behind ones other cores still owe holds
-    /// its ready ones back, for up to [`HOLD_TURNS`] turns and
-    /// [`HOLD_BYTES`], so that they go out with the rest. Sending the front
+    /// its ready ones back, for up to [`HOLD_TIME`] and [`HOLD_BYTES`], so
+    /// that they go out with the rest. Sending the front
     /// at once split each pipelined batch into a send per turn its replies
     /// took to come back (through the shared port at `-t 2`, 9 requests per
     /// send against 16 through per-core ports), and the client's next
@@ -1022,6 +1026,7 @@ impl CoreState {
     fn send_replies(&mut self, reactor: &mut Reactor) {
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut written = 0;
+        let turn_started = self.turn_started;
         dirty.retain(|&token| {
             let Some(slot) = self.slot_of(token) else {
                 return false;
@@ -1029,18 +1034,17 @@ impl CoreState {
             let connection = self.connections[slot].as_mut().expect("live slot");
             if connection.sending || !connection.has_output() {
                 connection.dirty = false;
-                connection.held_back = 0;
+                connection.held_since = None;
                 return false;
             }
-            if connection.awaiting_replies()
-                && connection.held_back < HOLD_TURNS
-                && connection.ready_bytes() < HOLD_BYTES
-            {
-                connection.held_back += 1;
-                return true;
+            if connection.awaiting_replies() && connection.ready_bytes() < HOLD_BYTES {
+                let since = *connection.held_since.get_or_insert(turn_started);
+                if turn_started.duration_since(since) < HOLD_TIME {
+                    return true;
+                }
             }
             connection.dirty = false;
-            connection.held_back = 0;
+            connection.held_since = None;
             let output = connection.take_output();
             written += output.len() as u64;
             connection.sending = true;

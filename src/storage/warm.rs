@@ -464,18 +464,20 @@ impl Shard {
                 kept[meta.class as usize].push((atime, cas, id, hash));
             }
         }
-        for (class, mut items) in kept.into_iter().enumerate() {
+        for class in 0..kept.len() {
             let cap = self.slabs.capacity(class);
             self.policy.set_capacity(&mut self.slabs, class, cap);
+        }
+        // With every class's capacity back: a sketch started here is sized
+        // for all of them at once, and counts every item inserted below.
+        self.note_fill();
+        for (class, mut items) in kept.into_iter().enumerate() {
             // Least recently used first, so the most recent end at the heads.
             items.sort_unstable();
             for (_, _, id, hash) in items {
                 self.policy.insert(&mut self.slabs, class, id, hash);
             }
         }
-        // After every class is back: a sketch started here is sized for all
-        // of them at once and counts every item restored.
-        self.note_fill();
         Ok(self.stats.curr_items)
     }
 
@@ -678,6 +680,36 @@ mod tests {
             assert_eq!(get(&mut s, k, T0).unwrap().0, vec![b's'; 100]);
         }
         check_invariants(&s);
+    }
+
+    #[test]
+    fn a_restored_shard_past_half_full_counts_every_item_restored() {
+        let t = TempFile::new("sketch");
+        let (mut s, _) = open_at(&t, 8 * MIB, T0);
+        // Two classes' items until more than half the pages are in use.
+        let mut keys = Vec::new();
+        let mut i = 0;
+        while s.slabs.pages_in_use * 2 <= s.slabs.max_pages {
+            let key = format!("key:{i}").into_bytes();
+            let len = [1000, 20_000][i % 2];
+            store(&mut s, &key, 0, 0, &vec![b'v'; len], T0);
+            keys.push(key);
+            i += 1;
+        }
+        assert!(s.close().unwrap());
+        let (s, start) = open_at(&t, 8 * MIB, T0);
+        assert!(matches!(start, WarmStart::Restored { .. }), "{start:?}");
+        assert!(
+            s.stats().sketch_bytes > 0,
+            "restored past half full: counting"
+        );
+        for k in &keys {
+            assert!(
+                s.policy.frequency(key_hash(k)) >= 1,
+                "{} restored unseen",
+                String::from_utf8_lossy(k)
+            );
+        }
     }
 
     #[test]
