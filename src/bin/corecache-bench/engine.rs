@@ -282,7 +282,7 @@ impl<'a> Worker<'a> {
             c.rbuf.resize(n, 0);
         }
         let fd = types::Fd(c.stream.as_raw_fd());
-        let ptr = unsafe { c.rbuf.as_mut_ptr().add(c.rlen) };
+        let ptr = c.rbuf[c.rlen..].as_mut_ptr();
         let len = (c.rbuf.len() - c.rlen) as u32;
         c.recv_armed = true;
         let e = opcode::Recv::new(fd, ptr, len)
@@ -294,7 +294,7 @@ impl<'a> Worker<'a> {
     fn arm_send(&mut self, i: usize) -> io::Result<()> {
         let c = &mut self.conns[i];
         let fd = types::Fd(c.stream.as_raw_fd());
-        let ptr = unsafe { c.sending.as_ptr().add(c.sent) };
+        let ptr = c.sending[c.sent..].as_ptr();
         let len = (c.sending.len() - c.sent) as u32;
         c.send_armed = true;
         let e = opcode::Send::new(fd, ptr, len)
