@@ -73,6 +73,17 @@ enum Slot {
     Open { start: usize },
 }
 
+impl Slot {
+    /// Where the slot's reply lies in `held`, whose length is `held_len`.
+    fn range(self, held_len: usize) -> Option<std::ops::Range<usize>> {
+        match self {
+            Slot::Waiting => None,
+            Slot::Ready { start, end } => Some(start..end),
+            Slot::Open { start } => Some(start..held_len),
+        }
+    }
+}
+
 /// `held` is compacted when its drained bytes exceed both this and its live
 /// ones, so a connection that always has a reply in flight elsewhere does not
 /// grow it without bound.
@@ -218,12 +229,7 @@ impl Connection {
         self.out.extend_from_slice(reply);
         self.slots.pop_front();
         self.first_seq += 1;
-        loop {
-            let range = match self.slots.front() {
-                Some(&Slot::Ready { start, end }) => start..end,
-                Some(&Slot::Open { start }) => start..self.held.len(),
-                _ => break,
-            };
+        while let Some(range) = self.slots.front().and_then(|s| s.range(self.held.len())) {
             self.held_drained += range.len();
             self.out.extend_from_slice(&self.held[range]);
             self.slots.pop_front();
@@ -262,22 +268,18 @@ impl Connection {
     fn compact_held(&mut self) {
         let mut live = Vec::with_capacity(self.held.len() - self.held_drained);
         for slot in self.slots.iter_mut() {
-            match slot {
-                Slot::Waiting => {}
-                Slot::Ready { start, end } => {
-                    let moved = live.len();
-                    live.extend_from_slice(&self.held[*start..*end]);
-                    *slot = Slot::Ready {
-                        start: moved,
-                        end: live.len(),
-                    };
-                }
-                Slot::Open { start } => {
-                    let moved = live.len();
-                    live.extend_from_slice(&self.held[*start..]);
-                    *slot = Slot::Open { start: moved };
-                }
-            }
+            let Some(range) = slot.range(self.held.len()) else {
+                continue;
+            };
+            let start = live.len();
+            live.extend_from_slice(&self.held[range]);
+            *slot = match *slot {
+                Slot::Open { .. } => Slot::Open { start },
+                _ => Slot::Ready {
+                    start,
+                    end: live.len(),
+                },
+            };
         }
         self.held = live;
         self.held_drained = 0;
