@@ -10,7 +10,7 @@ use xxhash_rust::xxh3::xxh3_64;
 ///
 /// The same value picks the owning core and indexes the shard's hash table;
 /// the core that reads a request computes it once per key (`server::core`,
-/// `Route`), and the owning core once more for a request forwarded to it.
+/// `Route`); a request forwarded to the owning core carries it there.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
     xxh3_64(key)

@@ -934,12 +934,19 @@ impl CoreState {
                         else {
                             unreachable!("forwarded bytes were parsed once already");
                         };
+                        // The sender's hash of the item's one key: not computed again.
+                        let hash_of = |key: &[u8]| {
+                            let hash = item.key_hash.unwrap_or_else(|| key_hash(key));
+                            debug_assert_eq!(hash, key_hash(key));
+                            hash
+                        };
                         let mut out = std::mem::take(&mut self.outbox.replies[from].bytes);
                         let start = out.len();
                         match (item.kind, &request) {
                             (ItemKind::GetFragment, Request::Get { kind, keys }) => {
+                                // A fragment is one key (`encode_get_fragment`).
                                 for key in keys.iter() {
-                                    self.executor().get(key, key_hash(key), *kind, &mut out);
+                                    self.executor().get(key, hash_of(key), *kind, &mut out);
                                 }
                             }
                             (_, Request::Stats { args }) => {
@@ -949,7 +956,7 @@ impl CoreState {
                             }
                             _ => {
                                 let key = request.single_key().expect("forwarded for its key");
-                                self.executor().keyed(&request, key_hash(key), &mut out)
+                                self.executor().keyed(&request, hash_of(key), &mut out)
                             }
                         }
                         let replies = &mut self.outbox.replies[from];
