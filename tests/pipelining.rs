@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use corecache::server::reactor::{INITIAL_RECV_BUFFERS, RECV_BUFFERS};
 use std::time::Duration;
 
 #[test]
@@ -373,7 +374,7 @@ fn receive_buffers_are_reported_for_every_core_from_the_start() {
     }
     let s = Server::start(&["-t", "4", "-m", "64"]);
     let mut c = s.client();
-    assert_eq!(c.stat("receive_buffers"), 4 * 64);
+    assert_eq!(c.stat("receive_buffers"), 4 * INITIAL_RECV_BUFFERS as u64);
 }
 
 /// More bytes arriving at once than a core's receive buffers hold: the
@@ -388,7 +389,7 @@ fn more_bytes_at_once_than_receive_buffers_are_all_answered() {
     const VALUE: usize = 256 * 1024;
     let s = Server::start(&["-t", "1", "-m", "64"]);
     let mut admin = s.client();
-    assert_eq!(admin.stat("receive_buffers"), 64);
+    assert_eq!(admin.stat("receive_buffers"), INITIAL_RECV_BUFFERS as u64);
     let mut clients: Vec<Client> = (0..CONNECTIONS).map(|_| s.client()).collect();
     // A round trip on each: every connection is accepted and receiving.
     for c in &mut clients {
@@ -426,7 +427,7 @@ fn more_bytes_at_once_than_receive_buffers_are_all_answered() {
     }
     let buffers = admin.stat("receive_buffers");
     assert!(
-        buffers > 64 && buffers <= 512,
+        buffers > INITIAL_RECV_BUFFERS as u64 && buffers <= RECV_BUFFERS as u64,
         "receive_buffers {buffers} after {CONNECTIONS} x {VALUE} bytes at once"
     );
 }

@@ -258,5 +258,9 @@ mod tests {
             .spare
             .iter()
             .all(|b| b.bytes.capacity() <= SPARE_BATCH_BYTES));
+        assert!(outbox
+            .spare
+            .iter()
+            .all(|b| b.items.capacity() * size_of::<Item>() <= SPARE_BATCH_BYTES));
     }
 }
