@@ -169,8 +169,19 @@ pub fn run_core(
     }
     let mut drain_started: Option<Instant> = None;
     let mut reported_drained = false;
+    let shared = Arc::clone(&state.shared);
+    let mailbox = &shared.mailboxes[index];
     loop {
-        if let Err(e) = reactor.submit_and_wait(TICK) {
+        // Batches queued already are served without blocking (the cores that
+        // sent them did not wake this one: it was busy).
+        let wait = if mailbox.prepare_to_wait() {
+            TICK
+        } else {
+            Duration::ZERO
+        };
+        let waited = reactor.submit_and_wait(wait);
+        mailbox.stop_waiting();
+        if let Err(e) = waited {
             return Err(format!("core {index}: io_uring wait failed: {e}"));
         }
         state.now = unix_now();

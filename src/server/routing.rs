@@ -3,14 +3,22 @@
 //!
 //! Between every ordered pair of cores there is one queue with exactly one
 //! producer and one consumer. A core gathers, per loop turn, one batch per
-//! destination (not one message per request), pushes it, and wakes the
-//! destination through its ring (`IORING_OP_MSG_RING`) unless a wake-up is
-//! already pending. The receiving core clears its pending flag *before* it
-//! drains its queues, so a batch pushed during the drain either is seen by that
-//! drain or triggers a new wake-up: no message waits for an unrelated event.
+//! destination (not one message per request), and pushes it. It wakes the
+//! destination through its ring (`IORING_OP_MSG_RING`) only if that core may
+//! be blocked waiting for completions and no wake-up is pending already: a
+//! core in the middle of a turn drains its queues at the start of its next
+//! one anyway, and a wake-up costs both cores a trip through the kernel.
+//!
+//! No message waits for an unrelated event. A core about to block first says
+//! so ([`Mailbox::prepare_to_wait`]) and then looks at its queues; a sender
+//! first pushes and then looks at that flag. With a full fence between each
+//! one's write and read, either the sender sees the flag (and wakes the
+//! core) or the core sees the batch (and does not block). The receiving core
+//! clears its pending flag *before* it drains, so a batch pushed during the
+//! drain is seen by it or by the next look before blocking.
 
 use crossbeam_queue::SegQueue;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 
 /// What a forwarded item asks of the owning core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +103,9 @@ pub enum Message {
 pub struct Mailbox {
     from: Vec<SegQueue<Message>>,
     wake_pending: AtomicBool,
+    /// Set while the owner may be blocked waiting for completions: only then
+    /// does a post wake it.
+    waiting: AtomicBool,
 }
 
 impl Mailbox {
@@ -102,6 +113,7 @@ impl Mailbox {
         Mailbox {
             from: (0..cores).map(|_| SegQueue::new()).collect(),
             wake_pending: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
         }
     }
 
@@ -109,7 +121,25 @@ impl Mailbox {
     /// the owner of this mailbox.
     pub fn post(&self, from: usize, message: Message) -> bool {
         self.from[from].push(message);
-        !self.wake_pending.swap(true, Ordering::SeqCst)
+        fence(Ordering::SeqCst);
+        self.waiting.load(Ordering::Relaxed) && !self.wake_pending.swap(true, Ordering::SeqCst)
+    }
+
+    /// The owner is about to wait for completions: true if it may block, false
+    /// if messages are queued already (it should serve them instead).
+    pub fn prepare_to_wait(&self) -> bool {
+        self.waiting.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let empty = self.from.iter().all(|queue| queue.is_empty());
+        if !empty {
+            self.waiting.store(false, Ordering::Relaxed);
+        }
+        empty
+    }
+
+    /// The owner is running a turn: posts need not wake it.
+    pub fn stop_waiting(&self) {
+        self.waiting.store(false, Ordering::Relaxed);
     }
 
     /// Takes every queued message, in order per sender.
@@ -191,18 +221,90 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_wake_per_drain() {
+    fn a_waiting_owner_is_woken_once_per_drain() {
         let mailbox = Mailbox::new(2);
+        assert!(mailbox.prepare_to_wait());
         assert!(mailbox.post(1, Message::Reply(Batch::default())));
         assert!(!mailbox.post(1, Message::Reply(Batch::default())));
+        mailbox.stop_waiting();
         let mut seen = 0;
         mailbox.drain(|from, _| {
             assert_eq!(from, 1);
             seen += 1;
         });
         assert_eq!(seen, 2);
-        // After a drain the next post must wake again.
+        // After a drain the next post to a waiting owner must wake it again.
+        assert!(mailbox.prepare_to_wait());
         assert!(mailbox.post(0, Message::Reply(Batch::default())));
+    }
+
+    #[test]
+    fn a_busy_owner_is_not_woken_and_does_not_block_on_queued_batches() {
+        let mailbox = Mailbox::new(2);
+        assert!(!mailbox.post(1, Message::Reply(Batch::default())));
+        // The batch posted while it was busy keeps it from blocking.
+        assert!(!mailbox.prepare_to_wait());
+        assert!(!mailbox.post(1, Message::Reply(Batch::default())));
+        let mut seen = 0;
+        mailbox.drain(|_, _| seen += 1);
+        assert_eq!(seen, 2);
+        assert!(mailbox.prepare_to_wait());
+    }
+
+    /// An owner that blocks (parks) whenever `prepare_to_wait` allows, against
+    /// a sender that wakes it only when `post` says so: every batch must be
+    /// served without the owner sleeping out its long timeout, which is what a
+    /// lost wake-up would cost.
+    #[test]
+    fn no_batch_waits_for_a_wake_up_that_never_comes() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+        const BATCHES: usize = 4_000;
+        const SLEEP_LIMIT: Duration = Duration::from_secs(10);
+        let mailbox = Arc::new(Mailbox::new(2));
+        let served = Arc::new(AtomicUsize::new(0));
+        let owner = {
+            let (mailbox, served) = (Arc::clone(&mailbox), Arc::clone(&served));
+            std::thread::spawn(move || {
+                let mut longest = Duration::ZERO;
+                while served.load(Ordering::Relaxed) < BATCHES {
+                    if mailbox.prepare_to_wait() {
+                        let slept = Instant::now();
+                        std::thread::park_timeout(SLEEP_LIMIT);
+                        longest = longest.max(slept.elapsed());
+                    }
+                    mailbox.stop_waiting();
+                    mailbox.drain(|_, _| {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+                longest
+            })
+        };
+        for sent in 1..=BATCHES {
+            if mailbox.post(1, Message::Reply(Batch::default())) {
+                owner.thread().unpark();
+            }
+            // Every few batches, let the owner catch up and go to sleep, so
+            // that posts meet it both busy and waiting.
+            if sent % 4 == 0 {
+                let asked = Instant::now();
+                while served.load(Ordering::Relaxed) < sent {
+                    assert!(
+                        asked.elapsed() < SLEEP_LIMIT / 2,
+                        "batch {sent} was not served: a wake-up was lost"
+                    );
+                    std::thread::yield_now();
+                }
+            }
+        }
+        let longest = owner.join().unwrap();
+        assert_eq!(served.load(Ordering::Relaxed), BATCHES);
+        assert!(
+            longest < SLEEP_LIMIT / 2,
+            "the owner slept {longest:?}: a wake-up was lost"
+        );
     }
 
     #[test]
