@@ -127,12 +127,11 @@ impl<'a> Request<'a> {
 
     /// Every key a request is about, in order: a retrieval's keys, or its
     /// single key (none for server-wide commands).
-    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let retrieved = match self {
-            Request::Get { keys, .. } => Some(keys.iter()),
-            _ => None,
-        };
-        retrieved.into_iter().flatten().chain(self.single_key())
+    pub fn keys(&self) -> RequestKeys<'_> {
+        match self {
+            Request::Get { keys, .. } => RequestKeys::Retrieved(keys.iter()),
+            _ => RequestKeys::Single(self.single_key()),
+        }
     }
 
     /// Whether the client asked for no reply. Never for meta requests: `q` hides
@@ -151,15 +150,34 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The keys of a request ([`Request::keys`]). Every request's keys pass
+/// through here on the way to their owner, so it is a plain enum rather than a
+/// chain of iterator adapters.
+pub enum RequestKeys<'a> {
+    Retrieved(KeysIter<'a>),
+    Single(Option<&'a [u8]>),
+}
+
+impl<'a> Iterator for RequestKeys<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            RequestKeys::Retrieved(keys) => keys.next(),
+            RequestKeys::Single(key) => key.take(),
+        }
+    }
+}
+
 /// Space-separated tokens (keys of a multi-get, or `stats` arguments), iterated
 /// lazily so a 100-key get allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keys<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Keys<'a> {
-    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        std::iter::successors(self.split_first(), |(_, rest)| rest.split_first())
-            .map(|(key, _)| key)
+    pub fn iter(&self) -> KeysIter<'a> {
+        KeysIter(*self)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,6 +196,21 @@ impl<'a> Keys<'a> {
     /// The raw bytes, tokens separated by spaces.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0
+    }
+}
+
+/// The tokens of [`Keys`], in order.
+#[derive(Debug, Clone, Copy)]
+pub struct KeysIter<'a>(Keys<'a>);
+
+impl<'a> Iterator for KeysIter<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (key, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(key)
     }
 }
 
