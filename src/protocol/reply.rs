@@ -40,9 +40,15 @@ pub fn push_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: O
     out.reserve(key.len() + data.len() + 48);
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
-    out.push(b' ');
-    push_u64(out, flags as u64);
-    out.push(b' ');
+    // Most items have no client flags; formatting the 0 took a quarter of
+    // the block's cost.
+    if flags == 0 {
+        out.extend_from_slice(b" 0 ");
+    } else {
+        out.push(b' ');
+        push_u64(out, flags as u64);
+        out.push(b' ');
+    }
     push_u64(out, data.len() as u64);
     if let Some(cas) = cas {
         out.push(b' ');
