@@ -1,7 +1,8 @@
-//! Parser throughput: the cost of turning buffered bytes into requests.
+//! Parser throughput: the cost of turning buffered bytes into requests; and
+//! the cost of the commonest reply, a `VALUE` block.
 
-use corecache::protocol::{parse, ParseLimits, Parsed};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use corecache::protocol::{parse, reply, ParseLimits, Parsed};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const LIMITS: ParseLimits = ParseLimits {
     max_item_size: 1 << 20,
@@ -69,5 +70,27 @@ fn bench_parser(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_parser);
+/// Sixteen `VALUE` blocks (14-byte key, 100-byte value), as a pipelined
+/// batch of hits writes them: without client flags, and with.
+fn bench_value_blocks(c: &mut Criterion) {
+    let key = b"user:000000042";
+    let value = vec![b'x'; 100];
+    let mut group = c.benchmark_group("reply");
+    group.throughput(Throughput::Elements(16));
+    for (name, flags) in [("value_block", 0u32), ("value_block_with_flags", 12345)] {
+        let mut out = Vec::with_capacity(1 << 16);
+        group.bench_function(format!("{name}_x16"), |b| {
+            b.iter(|| {
+                out.clear();
+                for _ in 0..16 {
+                    reply::push_value(&mut out, black_box(key), black_box(flags), &value, None);
+                }
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_parser, bench_value_blocks);
 criterion_main!(benches);
