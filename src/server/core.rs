@@ -174,13 +174,13 @@ pub fn run_core(
     loop {
         // Batches queued already are served without blocking (the cores that
         // sent them did not wake this one: it was busy).
-        let wait = if mailbox.prepare_to_wait() {
-            TICK
+        let waited = if mailbox.prepare_to_wait() {
+            let waited = reactor.submit_and_wait(TICK);
+            mailbox.stop_waiting();
+            waited
         } else {
-            Duration::ZERO
+            reactor.collect()
         };
-        let waited = reactor.submit_and_wait(wait);
-        mailbox.stop_waiting();
         if let Err(e) = waited {
             return Err(format!("core {index}: io_uring wait failed: {e}"));
         }

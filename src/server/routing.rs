@@ -99,7 +99,11 @@ pub enum Message {
     Reply(Batch),
 }
 
-/// A core's incoming queues, one per sending core.
+/// A core's incoming queues, one per sending core. Aligned to its own cache
+/// lines (two, for the adjacent-line prefetcher): its owner writes `waiting`
+/// twice a turn, and a neighbour's mailbox in the same line would be
+/// invalidated each time.
+#[repr(align(128))]
 pub struct Mailbox {
     from: Vec<SegQueue<Message>>,
     wake_pending: AtomicBool,
@@ -130,6 +134,10 @@ impl Mailbox {
     pub fn prepare_to_wait(&self) -> bool {
         self.waiting.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
+        // Sound because `SegQueue::push` advances the tail index with a SeqCst
+        // read-modify-write before the sender's fence, and `is_empty` reads
+        // it (crossbeam-queue 0.3); a queue that hid a push from `is_empty`
+        // would need a count of our own here.
         let empty = self.from.iter().all(|queue| queue.is_empty());
         if !empty {
             self.waiting.store(false, Ordering::Relaxed);
