@@ -98,6 +98,32 @@ pub struct Summary {
     /// is shown when this is small (below 0.05 takes 6 rounds of 6, 8 of 8 or
     /// 9 of 10).
     pub sign_test_p: f64,
+    /// The same round by round comparison of the user and the kernel time
+    /// alone. A change to the server's own code moves its user time, while
+    /// the kernel's share (most of it on loopback) carries most of the
+    /// noise, so the user ratios show such a change when the totals do not.
+    pub user: PartRatios,
+    pub kernel: PartRatios,
+}
+
+/// Each round's B/A of one part of the cost.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct PartRatios {
+    pub ratios: Vec<f64>,
+    pub median_ratio: f64,
+    /// Rounds in which B's part was the smaller.
+    pub b_lower: usize,
+}
+
+impl PartRatios {
+    fn of(a: &[Cost], b: &[Cost], part: fn(&Cost) -> f64) -> PartRatios {
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| part(b) / part(a)).collect();
+        PartRatios {
+            median_ratio: median(ratios.clone()),
+            b_lower: ratios.iter().filter(|&&r| r < 1.0).count(),
+            ratios,
+        }
+    }
 }
 
 /// Two-sided sign test: the chance of `k` or a more uneven split of `n` fair
@@ -146,6 +172,8 @@ pub fn summarize(a: &[Cost], b: &[Cost]) -> Summary {
         b_cheaper,
         sign_test_p: sign_test(b_cheaper, decided),
         ratios,
+        user: PartRatios::of(a, b, |c| c.user_ns),
+        kernel: PartRatios::of(a, b, |c| c.system_ns),
     }
 }
 
@@ -300,6 +328,16 @@ fn report(s: &Summary) {
         s.ratios.len(),
         s.sign_test_p
     );
+    for (name, part) in [("user", &s.user), ("kernel", &s.kernel)] {
+        let ratios: Vec<String> = part.ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "{name} B/A by round: {} (median {:.3}; B lower in {} of {})",
+            ratios.join(" "),
+            part.median_ratio,
+            part.b_lower,
+            part.ratios.len()
+        );
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +373,14 @@ mod tests {
         assert_eq!(s.b_cheaper, 2);
         // 2 of 3: P(X <= 1) = 4/8, both tails 1.
         assert_eq!(s.sign_test_p, 1.0);
+        // User: 150/200, 260/250, 200/230; kernel: 300/300, 400/350, 295/320.
+        let r: Vec<String> = s.user.ratios.iter().map(|r| format!("{r:.3}")).collect();
+        assert_eq!(r, ["0.750", "1.040", "0.870"]);
+        assert!((s.user.median_ratio - 200.0 / 230.0).abs() < 1e-9);
+        assert_eq!(s.user.b_lower, 2);
+        let r: Vec<String> = s.kernel.ratios.iter().map(|r| format!("{r:.3}")).collect();
+        assert_eq!(r, ["1.000", "1.143", "0.922"]);
+        assert_eq!(s.kernel.b_lower, 1);
     }
 
     #[test]
