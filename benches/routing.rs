@@ -13,8 +13,12 @@ fn forward_batch(requests: usize) -> Batch {
     for i in 0..requests {
         // The hash rides along as the sender computed it when routing; its
         // value does not matter here.
-        batch.push(7, i as u64, ItemKind::GetFragment, Some(i as u64), |b| {
-            b.extend_from_slice(format!("get user:{i:06}\r\n").as_bytes())
+        let fragment = ItemKind::GetFragment {
+            with_cas: false,
+            touch: false,
+        };
+        batch.push(7, i as u64, fragment, Some(i as u64), |b| {
+            b.extend_from_slice(format!("user:{i:06}").as_bytes())
         });
     }
     batch

@@ -354,3 +354,44 @@ fn forwarding_wakes_each_core_at_most_once_a_turn() {
         "{wakes} wakes in {turns} turns"
     );
 }
+
+/// Every retrieval reaches a key on the other core with its own meaning:
+/// `gets` and `gats` report the owner's CAS, `gat` and `gats` set the TTL
+/// there, a missing key is left out.
+#[test]
+fn forwarded_retrievals_keep_their_kind() {
+    let Some(s) = start() else { return };
+    for core in 0..CORES {
+        let [key, missing] = <[String; 2]>::try_from(keys_owned_by(core, 2, "kind-")).unwrap();
+        let mut at_owner = Client::connect(s.core_ports[core]);
+        at_owner.set_full(&key, 3, 0, b"v");
+        let (_, cas) = at_owner.gets(&key).unwrap();
+        let ttl_at_owner = |c: &mut Client| -> i64 {
+            c.send(format!("mg {key} t\r\n"));
+            let line = c.read_line();
+            let ttl = line.strip_prefix("HD t").unwrap_or_else(|| panic!("{line}"));
+            ttl.parse().unwrap()
+        };
+        assert_eq!(ttl_at_owner(&mut at_owner), -1);
+
+        let mut c = Client::connect(s.core_ports[(core + 1) % CORES]);
+        c.expect(
+            format!("get {key} {missing}\r\n"),
+            format!("VALUE {key} 3 1\r\nv\r\nEND\r\n"),
+        );
+        c.expect(
+            format!("gets {missing} {key}\r\n"),
+            format!("VALUE {key} 3 1 {cas}\r\nv\r\nEND\r\n"),
+        );
+        c.expect(
+            format!("gat 1000 {key}\r\n"),
+            format!("VALUE {key} 3 1\r\nv\r\nEND\r\n"),
+        );
+        assert!((990..=1000).contains(&ttl_at_owner(&mut at_owner)));
+        c.expect(
+            format!("gats 5000 {missing} {key}\r\n"),
+            format!("VALUE {key} 3 1 {cas}\r\nv\r\nEND\r\n"),
+        );
+        assert!((4990..=5000).contains(&ttl_at_owner(&mut at_owner)));
+    }
+}

@@ -9,7 +9,7 @@ use super::connection::{Closing, Connection, PendingGet};
 use super::execute::{null_reply, Executor};
 use super::listener::CoreListeners;
 use super::reactor::{EndReason, Event, Reactor};
-use super::routing::{ItemKind, Message, Outbox};
+use super::routing::{decode_get_fragment, encode_get_fragment, ItemKind, Message, Outbox};
 use super::{admin, unix_now, Shared};
 use crate::keyhash::{key_hash, owner};
 use crate::protocol::{self, reply, GetKind, Keys, ParseLimits, Parsed, Request};
@@ -710,7 +710,7 @@ impl CoreState {
                 self.outbox.forwards[route.owner].push(
                     token,
                     seq,
-                    ItemKind::GetFragment,
+                    ItemKind::get_fragment(kind),
                     Some(route.hash),
                     |b| encode_get_fragment(b, kind, key),
                 );
@@ -941,10 +941,6 @@ impl CoreState {
                                 .flush_all(oldest_live.expect("4 bytes"), self.now);
                             continue;
                         }
-                        let Parsed::Request { request, .. } = protocol::parse(bytes, &self.limits)
-                        else {
-                            unreachable!("forwarded bytes were parsed once already");
-                        };
                         // The sender's hash of the item's one key: not computed again.
                         let hash_of = |key: &[u8]| {
                             let hash = item.key_hash.unwrap_or_else(|| key_hash(key));
@@ -953,21 +949,25 @@ impl CoreState {
                         };
                         let mut out = std::mem::take(&mut self.outbox.replies[from].bytes);
                         let start = out.len();
-                        match (item.kind, &request) {
-                            (ItemKind::GetFragment, Request::Get { kind, keys }) => {
-                                // A fragment is one key (`encode_get_fragment`).
-                                for key in keys.iter() {
-                                    self.executor().get(key, hash_of(key), *kind, &mut out);
+                        if let ItemKind::GetFragment { with_cas, touch } = item.kind {
+                            let (kind, key) = decode_get_fragment(with_cas, touch, bytes);
+                            self.executor().get(key, hash_of(key), kind, &mut out);
+                        } else {
+                            let Parsed::Request { request, .. } =
+                                protocol::parse(bytes, &self.limits)
+                            else {
+                                unreachable!("forwarded bytes were parsed once already");
+                            };
+                            match &request {
+                                Request::Stats { args } => {
+                                    if let Ok((class, limit)) = admin::cachedump_args(*args) {
+                                        admin::cachedump(&self.shard, class, limit, &mut out);
+                                    }
                                 }
-                            }
-                            (_, Request::Stats { args }) => {
-                                if let Ok((class, limit)) = admin::cachedump_args(*args) {
-                                    admin::cachedump(&self.shard, class, limit, &mut out);
+                                _ => {
+                                    let key = request.single_key().expect("forwarded for its key");
+                                    self.executor().keyed(&request, hash_of(key), &mut out)
                                 }
-                            }
-                            _ => {
-                                let key = request.single_key().expect("forwarded for its key");
-                                self.executor().keyed(&request, hash_of(key), &mut out)
                             }
                         }
                         let replies = &mut self.outbox.replies[from];
@@ -1134,21 +1134,4 @@ impl CoreState {
         }
         self.perform_actions(reactor);
     }
-}
-
-/// Writes the single-key request another core runs for one key of a multi-key
-/// retrieval: `get <key>`, `gets <key>`, `gat <exptime> <key>`, `gats ...`.
-fn encode_get_fragment(out: &mut Vec<u8>, kind: GetKind, key: &[u8]) {
-    out.extend_from_slice(match (kind.touch.is_some(), kind.with_cas) {
-        (false, false) => b"get ",
-        (false, true) => b"gets ",
-        (true, false) => b"gat ",
-        (true, true) => b"gats ",
-    });
-    if let Some(exptime) = kind.touch {
-        out.extend_from_slice(exptime.to_string().as_bytes());
-        out.push(b' ');
-    }
-    out.extend_from_slice(key);
-    out.extend_from_slice(b"\r\n");
 }

@@ -17,6 +17,7 @@
 //! clears its pending flag *before* it drains, so a batch pushed during the
 //! drain is seen by it or by the next look before blocking.
 
+use crate::protocol::GetKind;
 use crossbeam_queue::SegQueue;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 
@@ -27,14 +28,50 @@ pub enum ItemKind {
     Request,
     /// A request whose reply the client does not want (`noreply`).
     NoReply,
-    /// One key of a multi-key retrieval: its `VALUE` block goes back, no `END`.
-    GetFragment,
+    /// One key of a retrieval (`get`, `gets`, `gat`, `gats`): its `VALUE`
+    /// block goes back, no `END`. The bytes are the key, after the new
+    /// exptime for a touch ([`encode_get_fragment`]): the owner serves it
+    /// without parsing a request line.
+    GetFragment { with_cas: bool, touch: bool },
     /// `flush_all` made on the sending core: the bytes are the flush moment
     /// (unix seconds, u32 little-endian); nothing goes back. It travels with
     /// the requests so that every core applies it after the ones the sender
     /// forwarded before it and before the ones after.
     Flush,
 }
+
+impl ItemKind {
+    /// The kind of the item that carries one key of this retrieval.
+    pub fn get_fragment(kind: GetKind) -> ItemKind {
+        ItemKind::GetFragment {
+            with_cas: kind.with_cas,
+            touch: kind.touch.is_some(),
+        }
+    }
+}
+
+/// Writes one key of a retrieval as a [`ItemKind::GetFragment`] item's bytes:
+/// the new exptime first for a touch (8 bytes, little-endian), then the key.
+pub fn encode_get_fragment(out: &mut Vec<u8>, kind: GetKind, key: &[u8]) {
+    if let Some(exptime) = kind.touch {
+        out.extend_from_slice(&exptime.to_le_bytes());
+    }
+    out.extend_from_slice(key);
+}
+
+/// The retrieval and the key of a [`ItemKind::GetFragment`] item's bytes.
+pub fn decode_get_fragment(with_cas: bool, touch: bool, bytes: &[u8]) -> (GetKind, &[u8]) {
+    let (touch, key) = if touch {
+        let (exptime, key) = bytes.split_at(EXPTIME_BYTES);
+        let exptime = exptime.try_into().map(i64::from_le_bytes);
+        (Some(exptime.expect("8 bytes")), key)
+    } else {
+        (None, bytes)
+    };
+    (GetKind { with_cas, touch }, key)
+}
+
+const EXPTIME_BYTES: usize = std::mem::size_of::<i64>();
 
 /// One request or reply inside a batch; its bytes are `bytes[start..end]`.
 #[derive(Debug, Clone, Copy)]
@@ -316,12 +353,38 @@ mod tests {
     }
 
     #[test]
+    fn get_fragments_carry_their_retrieval_and_key() {
+        let kinds = [
+            (false, None),
+            (true, None),
+            (false, Some(-1)),
+            (true, Some(1 << 40)),
+        ];
+        for (with_cas, touch) in kinds {
+            let kind = GetKind { with_cas, touch };
+            let mut bytes = b"earlier".to_vec();
+            let start = bytes.len();
+            encode_get_fragment(&mut bytes, kind, b"user:42");
+            let item = ItemKind::get_fragment(kind);
+            let ItemKind::GetFragment { with_cas, touch } = item else {
+                panic!("{item:?}");
+            };
+            assert_eq!(
+                decode_get_fragment(with_cas, touch, &bytes[start..]),
+                (kind, &b"user:42"[..])
+            );
+        }
+    }
+
+    #[test]
     fn batches_keep_item_boundaries_and_order() {
         let mut outbox = Outbox::new(2);
         let batch = &mut outbox.forwards[1];
-        batch.push(7, 1, ItemKind::GetFragment, Some(1), |b| {
-            b.extend_from_slice(b"get a\r\n")
-        });
+        let fragment = ItemKind::GetFragment {
+            with_cas: false,
+            touch: false,
+        };
+        batch.push(7, 1, fragment, Some(1), |b| b.extend_from_slice(b"a"));
         batch.push(7, 2, ItemKind::Request, Some(2), |b| {
             b.extend_from_slice(b"delete b\r\n")
         });
@@ -333,7 +396,7 @@ mod tests {
         };
         assert_eq!(*to, 1);
         let items: Vec<_> = batch.items.iter().map(|i| batch.item_bytes(i)).collect();
-        assert_eq!(items, [&b"get a\r\n"[..], b"delete b\r\n"]);
+        assert_eq!(items, [&b"a"[..], b"delete b\r\n"]);
         let hashes: Vec<_> = batch.items.iter().map(|i| i.key_hash).collect();
         assert_eq!(hashes, [Some(1), Some(2)]);
     }
