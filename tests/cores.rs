@@ -369,7 +369,9 @@ fn forwarded_retrievals_keep_their_kind() {
         let ttl_at_owner = |c: &mut Client| -> i64 {
             c.send(format!("mg {key} t\r\n"));
             let line = c.read_line();
-            let ttl = line.strip_prefix("HD t").unwrap_or_else(|| panic!("{line}"));
+            let ttl = line
+                .strip_prefix("HD t")
+                .unwrap_or_else(|| panic!("{line}"));
             ttl.parse().unwrap()
         };
         assert_eq!(ttl_at_owner(&mut at_owner), -1);
