@@ -158,20 +158,15 @@ fn median_cost(costs: &[Cost]) -> Cost {
 
 /// The summary of paired rounds: `a[i]` and `b[i]` ran in the same round.
 pub fn summarize(a: &[Cost], b: &[Cost]) -> Summary {
-    let ratios: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .map(|(a, b)| b.total_ns / a.total_ns)
-        .collect();
-    let b_cheaper = ratios.iter().filter(|&&r| r < 1.0).count();
-    let decided = ratios.iter().filter(|&&r| r != 1.0).count();
+    let total = PartRatios::of(a, b, |c| c.total_ns);
+    let decided = total.ratios.iter().filter(|&&r| r != 1.0).count();
     Summary {
         a: median_cost(a),
         b: median_cost(b),
-        median_ratio: median(ratios.clone()),
-        b_cheaper,
-        sign_test_p: sign_test(b_cheaper, decided),
-        ratios,
+        median_ratio: total.median_ratio,
+        b_cheaper: total.b_lower,
+        sign_test_p: sign_test(total.b_lower, decided),
+        ratios: total.ratios,
         user: PartRatios::of(a, b, |c| c.user_ns),
         kernel: PartRatios::of(a, b, |c| c.system_ns),
     }
