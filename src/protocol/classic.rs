@@ -345,7 +345,7 @@ fn silenced(reply: &'static [u8], noreply: bool) -> &'static [u8] {
 }
 
 /// Splits off the first space-separated token.
-fn split_command(line: &[u8]) -> (&[u8], &[u8]) {
+pub(super) fn split_command(line: &[u8]) -> (&[u8], &[u8]) {
     let start = line.iter().position(|&b| b != b' ').unwrap_or(line.len());
     let line = &line[start..];
     match memchr(b' ', line) {
@@ -456,7 +456,7 @@ pub(crate) fn parse_i32(token: &[u8]) -> Option<i64> {
 /// parsing a `get`; the memchr crate's vector search costs more to start than
 /// it saves on lines this short).
 #[inline]
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+pub(super) fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     let pattern = ONES * needle as u64;

@@ -12,7 +12,7 @@
 //! as the server moves requests through its prefetch window), because the
 //! decoded bytes are what is stored, hashed and routed to the owning core.
 
-use super::classic::{parse_i32, parse_u64, Unlink};
+use super::classic::{parse_i32, parse_u64, split_command, Unlink};
 use super::{reply, ParseLimits, Parsed, Request, KEY_MAX_LENGTH};
 
 pub const INVALID_FLAG: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
@@ -192,7 +192,7 @@ pub(crate) fn parse_meta<'a>(
     limits: &ParseLimits,
 ) -> Parsed<'a> {
     let error = |reply: &'static [u8], consumed: usize| Parsed::Error { reply, consumed };
-    let (raw_key, rest) = split_token(args);
+    let (raw_key, rest) = split_command(args);
     if raw_key.is_empty() {
         let reply = match command {
             MetaCommand::Debug => reply::BAD_FORMAT,
@@ -202,7 +202,7 @@ pub(crate) fn parse_meta<'a>(
     }
     // ms: the data length comes before the flags.
     let (datalen, rest) = if command == MetaCommand::Set {
-        let (len, rest) = split_token(rest);
+        let (len, rest) = split_command(rest);
         match parse_i32(len) {
             Some(n) if n >= 0 => (Some(n as usize), rest),
             _ => return error(reply::BAD_FORMAT, line_len),
@@ -221,7 +221,7 @@ pub(crate) fn parse_meta<'a>(
         // me reads no flag but `b`, and that only as its first, as in memcached.
         MetaFlags {
             tokens: rest,
-            base64: split_token(rest).0 == b"b",
+            base64: split_command(rest).0 == b"b",
             ..MetaFlags::default()
         }
     } else {
@@ -340,16 +340,6 @@ fn parse_flags(command: MetaCommand, tokens: &[u8]) -> Result<MetaFlags<'_>, Fla
         }
     }
     Ok(f)
-}
-
-/// Splits off the first space-separated token.
-fn split_token(s: &[u8]) -> (&[u8], &[u8]) {
-    let start = s.iter().position(|&b| b != b' ').unwrap_or(s.len());
-    let s = &s[start..];
-    match s.iter().position(|&b| b == b' ') {
-        Some(i) => (&s[..i], &s[i + 1..]),
-        None => (s, &[]),
-    }
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -189,7 +189,7 @@ impl<'a> Keys<'a> {
     pub fn split_first(&self) -> Option<(&'a [u8], Keys<'a>)> {
         let start = self.0.iter().position(|&b| b != b' ')?;
         let rest = &self.0[start..];
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        let end = classic::memchr(b' ', rest).unwrap_or(rest.len());
         Some((&rest[..end], Keys(&rest[end..])))
     }
 
