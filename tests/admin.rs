@@ -388,6 +388,30 @@ fn signals_drain_and_exit_cleanly() {
     }
 }
 
+/// A stopped server leaves its ports free when it exits, so one started in
+/// its place at once (a restart) can bind them. corecache's accepts live in
+/// io_uring, which let go of the listening sockets only some milliseconds
+/// after the process had gone, until the drain came to cancel them first.
+#[test]
+fn ports_are_free_once_a_stopped_server_exits() {
+    let core_ports = if is_memcached() { 0 } else { 2 };
+    for _ in 0..5 {
+        let mut s = Server::builder()
+            .args(&["-t", "2"])
+            .core_ports(core_ports)
+            .start();
+        s.client().expect_version();
+        let status = s
+            .terminate(Duration::from_secs(10))
+            .expect("exits after SIGTERM");
+        assert!(status.success(), "exit status {status}");
+        for port in std::iter::once(s.port).chain(s.core_ports.iter().copied()) {
+            let bound = std::net::TcpListener::bind(("127.0.0.1", port));
+            assert!(bound.is_ok(), "port {port} still taken: {bound:?}");
+        }
+    }
+}
+
 /// Bad flags and values: a message and exit code 2, before anything listens.
 #[test]
 fn bad_flags_exit_with_code_two() {

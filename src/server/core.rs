@@ -14,6 +14,7 @@ use super::{admin, unix_now, Shared};
 use crate::keyhash::{key_hash, owner};
 use crate::protocol::{self, reply, GetKind, Keys, ParseLimits, Parsed, Request};
 use crate::storage::{MemoryFile, Shard, ShardConfig, WarmStart};
+use socket2::Socket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -69,7 +70,9 @@ struct CoreState {
     dirty: Vec<u64>,
     actions: Vec<Action>,
     outbox: Outbox,
-    listener_fds: Vec<std::os::fd::RawFd>,
+    /// This core's listening sockets, by listener number; `None` once closed
+    /// in a shutdown.
+    listeners: Vec<Option<Socket>>,
     limits: ParseLimits,
     now: u32,
     /// When this loop turn began (after its wait).
@@ -145,7 +148,7 @@ pub fn run_core(
         dirty: Vec::new(),
         actions: Vec::new(),
         outbox: Outbox::new(cores),
-        listener_fds: listeners.sockets.iter().map(|s| s.as_raw_fd()).collect(),
+        listeners: listeners.sockets.into_iter().map(Some).collect(),
         now: unix_now(),
         turn_started: Instant::now(),
         memory_limit_seen: 0,
@@ -208,8 +211,10 @@ pub fn run_core(
                 reported_drained = true;
                 state.shared.drained.fetch_add(1, Ordering::SeqCst);
             }
-            // Keep serving other cores' batches until every core is done.
-            if state.shared.drained.load(Ordering::SeqCst) == cores
+            // Keep serving other cores' batches until every core is done,
+            // and leave only with the ports free.
+            let listening = state.listeners.iter().any(Option::is_some);
+            if (state.shared.drained.load(Ordering::SeqCst) == cores && !listening)
                 || started.elapsed() > DRAIN_DEADLINE * 2
             {
                 close_shard(index, state.shard);
@@ -289,11 +294,19 @@ impl CoreState {
                 socket,
                 more,
             } => {
-                if !more && !self.draining {
-                    self.actions.push(Action::Accept(listener as usize));
+                if !more {
+                    if self.draining {
+                        // The accept was cancelled (`begin_drain`): the ring
+                        // holds the socket no more, so closing it frees the
+                        // port now, for a server started in our place.
+                        self.listeners[listener as usize] = None;
+                    } else {
+                        self.actions.push(Action::Accept(listener as usize));
+                    }
                 }
                 match socket {
                     Ok(socket) => self.open_connection(socket),
+                    Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ECANCELED as i32) => {}
                     Err(e) => tracing::warn!("accept failed: {e}"),
                 }
             }
@@ -1022,7 +1035,9 @@ impl CoreState {
                 }
                 Action::Cancel(token) => reactor.cancel_receive(token),
                 Action::Accept(listener) => {
-                    reactor.accept(self.listener_fds[listener], listener as u64)
+                    if let Some(socket) = &self.listeners[listener] {
+                        reactor.accept(socket.as_raw_fd(), listener as u64)
+                    }
                 }
             }
         }
@@ -1124,6 +1139,15 @@ impl CoreState {
     /// Shutdown: stop reading; connections close once their replies are sent.
     fn begin_drain(&mut self, reactor: &mut Reactor) {
         self.draining = true;
+        // Stop listening: a client connecting now is refused (or, on the
+        // shared port, finds the server started in our place) instead of
+        // being accepted only to be turned away. Each socket closes when its
+        // cancelled accept completes.
+        for (listener, socket) in self.listeners.iter().enumerate() {
+            if socket.is_some() {
+                reactor.cancel_accept(listener as u64);
+            }
+        }
         for slot in 0..self.connections.len() {
             let Some(mut connection) = self.connections[slot].take() else {
                 continue;

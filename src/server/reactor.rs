@@ -274,6 +274,15 @@ impl Reactor {
         self.push(entry);
     }
 
+    /// Cancels listener `listener`'s multishot accept; its final completion
+    /// ([`Event::Accepted`] with `more` false) follows.
+    pub fn cancel_accept(&mut self, listener: u64) {
+        let entry = opcode::AsyncCancel::new(user_data(OP_ACCEPT, listener))
+            .build()
+            .user_data(user_data(OP_CANCEL, 0));
+        self.push(entry);
+    }
+
     /// Arms a multishot receive into the provided buffers.
     pub fn receive(&mut self, fd: RawFd, conn: u64) {
         let entry = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
