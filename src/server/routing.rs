@@ -126,6 +126,18 @@ impl Batch {
         });
     }
 
+    /// Gives this empty batch at least the room `other` uses. A buffer too
+    /// small is replaced, not grown: growing would copy its whole capacity.
+    fn make_room_like(&mut self, other: &Batch) {
+        debug_assert!(self.items.is_empty() && self.bytes.is_empty());
+        if self.bytes.capacity() < other.bytes.len() {
+            self.bytes = Vec::with_capacity(other.bytes.len());
+        }
+        if self.items.capacity() < other.items.len() {
+            self.items = Vec::with_capacity(other.items.len());
+        }
+    }
+
     pub fn item_bytes(&self, item: &Item) -> &[u8] {
         &self.bytes[item.start..item.end]
     }
@@ -231,11 +243,17 @@ impl Outbox {
     }
 
     /// Hands every non-empty batch to `post(destination, message)`, putting
-    /// a spare one in its place.
+    /// a spare one in its place, with room for as much as the batch it
+    /// replaces: the next turn's batch to that core is likely as large, and
+    /// a spare from the other direction (a batch of keys reused for values)
+    /// grew by a reallocation at every doubling.
     pub fn flush(&mut self, mut post: impl FnMut(usize, Message)) {
         let spare = &mut self.spare;
-        let mut take =
-            |batch: &mut Batch| std::mem::replace(batch, spare.pop().unwrap_or_default());
+        let mut take = |batch: &mut Batch| {
+            let mut next = spare.pop().unwrap_or_default();
+            next.make_room_like(batch);
+            std::mem::replace(batch, next)
+        };
         for (to, batch) in self.forwards.iter_mut().enumerate() {
             if !batch.items.is_empty() {
                 post(to, Message::Forward(take(batch)));
@@ -264,6 +282,33 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batch_after_a_posted_one_has_room_for_as_much() {
+        let mut outbox = Outbox::new(2);
+        // A small spare, as a batch of keys sent back empty would be.
+        let mut small = Batch::default();
+        small.push(0, 0, ItemKind::Request, None, |b| b.extend_from_slice(b"k"));
+        outbox.recycle(small);
+        for seq in 0..100 {
+            outbox.replies[1].push(7, seq, ItemKind::Request, None, |b| {
+                b.extend_from_slice(&[b'v'; 100])
+            });
+        }
+        let mut posted = Vec::new();
+        outbox.flush(|to, message| posted.push((to, message)));
+        assert!(matches!(posted[..], [(1, Message::Reply(ref b))] if b.items.len() == 100));
+        let next = &outbox.replies[1];
+        assert!(next.items.is_empty() && next.bytes.is_empty());
+        assert!(next.items.capacity() >= 100, "{}", next.items.capacity());
+        assert!(
+            next.bytes.capacity() >= 100 * 100,
+            "{}",
+            next.bytes.capacity()
+        );
+        // Nothing posted to core 0: its batch is left as it was.
+        assert_eq!(outbox.replies[0].bytes.capacity(), 0);
+    }
 
     #[test]
     fn a_waiting_owner_is_woken_once_per_drain() {
