@@ -126,15 +126,22 @@ impl Batch {
         });
     }
 
-    /// Gives this empty batch at least the room `other` uses. A buffer too
-    /// small is replaced, not grown: growing would copy its whole capacity.
+    /// Gives this empty batch the room `other` uses, up to what a spare batch
+    /// may keep ([`SPARE_BATCH_BYTES`]: one burst must not stay resident). A
+    /// buffer too small is replaced, not grown: growing would copy its whole
+    /// capacity.
     fn make_room_like(&mut self, other: &Batch) {
         debug_assert!(self.items.is_empty() && self.bytes.is_empty());
-        if self.bytes.capacity() < other.bytes.len() {
-            self.bytes = Vec::with_capacity(other.bytes.len());
+        let bytes = other.bytes.len().min(SPARE_BATCH_BYTES / 2);
+        let items = other
+            .items
+            .len()
+            .min(SPARE_BATCH_BYTES / 2 / size_of::<Item>());
+        if self.bytes.capacity() < bytes {
+            self.bytes = Vec::with_capacity(bytes);
         }
-        if self.items.capacity() < other.items.len() {
-            self.items = Vec::with_capacity(other.items.len());
+        if self.items.capacity() < items {
+            self.items = Vec::with_capacity(items);
         }
     }
 
@@ -308,6 +315,18 @@ mod tests {
         );
         // Nothing posted to core 0: its batch is left as it was.
         assert_eq!(outbox.replies[0].bytes.capacity(), 0);
+    }
+
+    #[test]
+    fn a_burst_does_not_leave_its_size_resident() {
+        let mut outbox = Outbox::new(2);
+        outbox.forwards[1].push(7, 0, ItemKind::Request, None, |b| {
+            b.resize(4 * SPARE_BATCH_BYTES, b'v')
+        });
+        outbox.flush(|_, _| {});
+        let next = &outbox.forwards[1];
+        let kept = next.bytes.capacity() + next.items.capacity() * size_of::<Item>();
+        assert!(kept <= SPARE_BATCH_BYTES, "{kept}");
     }
 
     #[test]
