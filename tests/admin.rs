@@ -350,10 +350,11 @@ fn flush_disabled_with_big_f() {
     assert_eq!(c.stats("settings")["flush_enabled"], "no");
 }
 
-/// SIGTERM and SIGINT: requests already received are answered, then exit 0.
+/// SIGTERM, SIGINT and SIGUSR1 (memcached's graceful stop): requests already
+/// received are answered, then exit 0.
 #[test]
 fn signals_drain_and_exit_cleanly() {
-    for signal in ["TERM", "INT"] {
+    for signal in ["TERM", "INT", "USR1"] {
         let mut s = Server::start(&["-t", "2"]);
         let mut c = s.client();
         c.set("k", b"v");

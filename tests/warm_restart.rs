@@ -1,5 +1,6 @@
 //! Warm restart (`--memory-file`, memcached's `-e`) on the real binary: items
-//! stored before a clean shutdown (SIGTERM) are all there after the next start;
+//! stored before a clean shutdown (SIGTERM, or SIGUSR1 as for memcached) are
+//! all there after the next start;
 //! after a crash (SIGKILL) the next start is empty.
 
 mod common;
@@ -135,6 +136,42 @@ fn items_survive_a_clean_restart_and_not_a_crash() {
     let mut c = s.client();
     assert_eq!(c.stat("curr_items"), 0);
     assert_eq!(c.get("key:0"), None);
+}
+
+/// memcached's warm restart is documented as "stop it with SIGUSR1": the
+/// same procedure keeps corecache's items.
+#[test]
+fn sigusr1_stops_cleanly_and_keeps_the_items() {
+    if skip_unless_corecache("--memory-file files are PATH.<core>") {
+        return;
+    }
+    let dir = Dir::new("usr1");
+    let base = dir.0.join("cache");
+    let args = [
+        "-t",
+        "2",
+        "-m",
+        "64",
+        "-v",
+        "--memory-file",
+        base.to_str().unwrap(),
+    ];
+    let mut s = Server::start(&args);
+    let mut c = s.client();
+    for i in 0..100 {
+        c.set(&format!("key:{i}"), &value_of(i));
+    }
+    drop(c);
+    let status = s
+        .stop_with(nix::sys::signal::Signal::SIGUSR1, Duration::from_secs(15))
+        .expect("exits on SIGUSR1");
+    assert!(status.success(), "{status}; output:\n{}", s.output());
+    let s = Server::start(&args);
+    let mut c = s.client();
+    assert_eq!(c.stat("curr_items"), 100, "output:\n{}", s.output());
+    for i in 0..100 {
+        assert_eq!(c.get(&format!("key:{i}")), Some(value_of(i)));
+    }
 }
 
 #[test]

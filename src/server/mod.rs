@@ -90,7 +90,7 @@ pub fn unix_now() -> u32 {
         .map_or(0, |d| d.as_secs() as u32)
 }
 
-/// Runs the server until SIGTERM, SIGINT or `shutdown`.
+/// Runs the server until SIGTERM, SIGINT, SIGUSR1 or `shutdown`.
 pub fn run(config: Config) -> Result<(), String> {
     reactor::check_memlock(config.cores())?;
     let cores = config.cores();
@@ -118,6 +118,8 @@ pub fn run(config: Config) -> Result<(), String> {
         let mut set = SigSet::empty();
         set.add(Signal::SIGTERM);
         set.add(Signal::SIGINT);
+        // memcached's graceful stop, the one its warm restart documents.
+        set.add(Signal::SIGUSR1);
         set.thread_block()
             .map_err(|e| format!("blocking signals: {e}"))?;
         set
@@ -155,13 +157,13 @@ pub fn run(config: Config) -> Result<(), String> {
         cores
     );
 
-    // Wait for SIGTERM/SIGINT, or for a core to start a shutdown (`shutdown`
+    // Wait for SIGTERM/SIGINT/SIGUSR1, or for a core to start a shutdown (`shutdown`
     // command), whichever comes first.
     let watcher = {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
-            if signals.wait().is_ok() {
-                tracing::info!("signal received, shutting down");
+            if let Ok(signal) = signals.wait() {
+                tracing::info!("{signal} received, shutting down");
                 shared.begin_shutdown();
             }
         })

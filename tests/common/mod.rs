@@ -306,12 +306,18 @@ impl Server {
 
     /// Sends SIGTERM (a clean shutdown) and waits up to `timeout` for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM, timeout)
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit.
+    pub fn stop_with(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> Option<ExitStatus> {
         if let Some(child) = &self.child {
-            use nix::sys::signal::{kill, Signal};
-            let _ = kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                Signal::SIGTERM,
-            );
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
         }
         self.wait_exit(timeout)
     }
