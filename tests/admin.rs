@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 #[test]
@@ -411,6 +412,88 @@ fn ports_are_free_once_a_stopped_server_exits() {
             assert!(bound.is_ok(), "port {port} still taken: {bound:?}");
         }
     }
+}
+
+/// `-c` connections need as many descriptors: a lower soft limit is raised at
+/// start-up, as memcached raises it.
+#[test]
+fn the_open_files_limit_is_raised_for_c() {
+    if skip_unless_corecache("corecache raises the soft limit only") {
+        return;
+    }
+    let s = Server::builder()
+        .args(&["-t", "2", "-c", "4000"])
+        .open_files_limit(256, 8192)
+        .start();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!((4000..=8192).contains(&soft), "{line}");
+}
+
+/// Out of file descriptors, accepting pauses (`listen_disabled_num`, as in
+/// memcached) instead of failing again at once: the core does not spin, and
+/// a client left in the listen backlog is served once a connection closes.
+#[test]
+fn out_of_descriptors_accepting_pauses_until_a_connection_closes() {
+    if skip_unless_corecache("corecache's accept pause") {
+        return;
+    }
+    let mut s = Server::builder()
+        .args(&["-t", "1", "-c", "1000"])
+        .open_files_limit(64, 64)
+        .start();
+    // More connections than descriptors: the last ones wait in the backlog.
+    let mut clients: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu_seconds = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.pid())).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        (fields[0] + fields[1]) as f64
+            / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .unwrap()
+                .unwrap() as f64
+    };
+    let before = cpu_seconds();
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_seconds() - before;
+    // A core that retried the failing accept at once used the whole second.
+    assert!(spent < 0.5, "{spent} s of CPU in 1 s with nothing to serve");
+
+    let mut waiting = clients.pop().unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    waiting.write_all(b"version\r\n").unwrap();
+    clients.truncate(40);
+    let mut reply = [0u8; 8];
+    waiting.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"VERSION ");
+    let mut c = s.client();
+    assert!(c.stat("listen_disabled_num") >= 1);
+    drop(c);
+
+    // Paused again, and a shutdown closes the resting listener without
+    // waiting for an accept that is not armed.
+    clients.extend((0..100).map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap()));
+    std::thread::sleep(Duration::from_millis(100));
+    let status = s
+        .terminate(Duration::from_secs(5))
+        .expect("exits within the drain deadline");
+    assert!(status.success(), "exit status {status}");
 }
 
 /// Bad flags and values: a message and exit code 2, before anything listens.

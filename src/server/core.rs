@@ -44,6 +44,12 @@ const PREVIEW_KEYS: usize = 16;
 const PREFETCH_KEYS: usize = 256;
 /// How long a shutdown waits for replies owed before closing anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a listener rests after an accept failed for want of file
+/// descriptors, unless a connection closes first (memcached re-enables its
+/// listeners on a 10 ms timer likewise). Re-armed at once, the failing accept
+/// spun the core.
+const ACCEPT_REST: Duration = Duration::from_millis(10);
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 // Connection tokens: | generation: 32 bits | slot: 24 bits |
 const SLOT_BITS: u32 = 24;
@@ -73,6 +79,13 @@ struct CoreState {
     /// This core's listening sockets, by listener number; `None` once closed
     /// in a shutdown.
     listeners: Vec<Option<Socket>>,
+    /// Listeners not accepting for want of file descriptors, and since when
+    /// (`ACCEPT_REST`); new connections wait in their backlogs meanwhile.
+    resting_listeners: Vec<usize>,
+    resting_since: Instant,
+    /// When the last pause was logged: at most one line per
+    /// `ACCEPT_WARNING_INTERVAL` while the descriptors stay short.
+    accept_warned_at: Option<Instant>,
     limits: ParseLimits,
     now: u32,
     /// When this loop turn began (after its wait).
@@ -149,6 +162,9 @@ pub fn run_core(
         actions: Vec::new(),
         outbox: Outbox::new(cores),
         listeners: listeners.sockets.into_iter().map(Some).collect(),
+        resting_listeners: Vec::new(),
+        resting_since: Instant::now(),
+        accept_warned_at: None,
         now: unix_now(),
         turn_started: Instant::now(),
         memory_limit_seen: 0,
@@ -224,6 +240,15 @@ pub fn run_core(
     }
 }
 
+/// Whether an accept failed because this process or the system has no file
+/// descriptor left for the new socket (or no memory for it).
+fn out_of_descriptors(error: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+        .iter()
+        .any(|&errno| error.raw_os_error() == Some(errno as i32))
+}
+
 /// The shard of core `index` in its memory file `base.<index>`, with its items
 /// back if the last shutdown was clean (warm restart).
 fn open_memory_file(
@@ -294,19 +319,21 @@ impl CoreState {
                 socket,
                 more,
             } => {
-                if !more {
-                    if self.draining {
-                        // The accept was cancelled (`begin_drain`): the ring
-                        // holds the socket no more, so closing it frees the
-                        // port now, for a server started in our place.
-                        self.listeners[listener as usize] = None;
-                    } else {
-                        self.actions.push(Action::Accept(listener as usize));
+                let listener = listener as usize;
+                match &socket {
+                    Err(e) if !more && out_of_descriptors(e) && !self.draining => {
+                        self.rest_listener(listener, e)
                     }
+                    // Re-armed through `perform_actions`, which closes the
+                    // socket instead once the drain has begun: the ring then
+                    // holds it no more (`begin_drain` cancelled the accept).
+                    _ if !more => self.actions.push(Action::Accept(listener)),
+                    _ => {}
                 }
                 match socket {
                     Ok(socket) => self.open_connection(socket),
                     Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ECANCELED as i32) => {}
+                    Err(e) if out_of_descriptors(&e) => {}
                     Err(e) => tracing::warn!("accept failed: {e}"),
                 }
             }
@@ -464,6 +491,8 @@ impl CoreState {
             // left in the ring (its receive ended, its send completed).
             drop(connection);
             self.shared.curr_connections.fetch_sub(1, Ordering::SeqCst);
+            // A descriptor is free: resting listeners may accept again.
+            self.wake_listeners();
             self.generations[slot] = self.generations[slot].wrapping_add(1);
             self.free_slots.push(slot);
             return;
@@ -1023,7 +1052,37 @@ impl CoreState {
         });
     }
 
+    /// An accept failed for want of file descriptors: the listener rests
+    /// (`ACCEPT_REST`) instead of failing again at once.
+    fn rest_listener(&mut self, listener: usize, error: &std::io::Error) {
+        if self.resting_listeners.is_empty() {
+            self.resting_since = Instant::now();
+            self.published().counters.listen_disabled_num.incr();
+        }
+        let warned_lately =
+            (self.accept_warned_at).is_some_and(|at| at.elapsed() < ACCEPT_WARNING_INTERVAL);
+        if !warned_lately {
+            self.accept_warned_at = Some(Instant::now());
+            tracing::warn!(
+                "core {}: accepting paused: {error}; new connections wait in the listen \
+                 backlog until a connection closes (raise the open files limit, \
+                 LimitNOFILE)",
+                self.index
+            );
+        }
+        self.resting_listeners.push(listener);
+    }
+
+    /// Resting listeners accept again (at the next `perform_actions`).
+    fn wake_listeners(&mut self) {
+        self.actions
+            .extend(self.resting_listeners.drain(..).map(Action::Accept));
+    }
+
     fn perform_actions(&mut self, reactor: &mut Reactor) {
+        if !self.resting_listeners.is_empty() && self.resting_since.elapsed() >= ACCEPT_REST {
+            self.wake_listeners();
+        }
         let mut actions = std::mem::take(&mut self.actions);
         for action in actions.drain(..) {
             match action {
@@ -1034,6 +1093,8 @@ impl CoreState {
                     }
                 }
                 Action::Cancel(token) => reactor.cancel_receive(token),
+                // No accept is armed on this listener: a drain closes it.
+                Action::Accept(listener) if self.draining => self.listeners[listener] = None,
                 Action::Accept(listener) => {
                     if let Some(socket) = &self.listeners[listener] {
                         reactor.accept(socket.as_raw_fd(), listener as u64)
@@ -1141,10 +1202,19 @@ impl CoreState {
         self.draining = true;
         // Stop listening: a client connecting now is refused (or, on the
         // shared port, finds the server started in our place) instead of
-        // being accepted only to be turned away. Each socket closes when its
-        // cancelled accept completes.
+        // being accepted only to be turned away. A socket with an accept
+        // armed closes when the cancelled accept completes; one without
+        // (resting, or about to be re-armed) has an `Action::Accept`, which
+        // closes it in a drain (`perform_actions`, below).
+        self.wake_listeners();
+        let rearming: Vec<usize> = (self.actions.iter())
+            .filter_map(|action| match action {
+                Action::Accept(listener) => Some(*listener),
+                _ => None,
+            })
+            .collect();
         for (listener, socket) in self.listeners.iter().enumerate() {
-            if socket.is_some() {
+            if socket.is_some() && !rearming.contains(&listener) {
                 reactor.cancel_accept(listener as u64);
             }
         }

@@ -108,6 +108,8 @@ pub fn run(config: Config) -> Result<(), String> {
         config,
     });
 
+    raise_open_files_limit(&shared.config);
+
     // Listeners are bound before any thread starts so that a port in use is
     // reported at once, and before privileges are dropped.
     let listeners = listener::bind_all(&shared.config).map_err(|e| e.to_string())?;
@@ -178,6 +180,42 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     drop(watcher);
     result
+}
+
+/// Descriptors the process holds besides its connections and its cores' own:
+/// standard streams, the signal wait, the allocator's and the logger's.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// Descriptors `-c` connections and the cores need: each core has a ring, a
+/// memory file with `-e`, and its listeners.
+fn descriptors_needed(config: &Config) -> u64 {
+    let listeners_per_core = config.listen.len() * (1 + usize::from(config.core_ports.is_some()));
+    let per_core = 2 + listeners_per_core as u64;
+    config.max_connections as u64 + config.cores() as u64 * per_core + RESERVED_DESCRIPTORS
+}
+
+/// Raises the open files limit so that `-c` connections fit, as memcached
+/// does (the hard limit too, where the process may). Where it cannot, the
+/// server runs anyway and says so: connections past the limit wait in the
+/// listen backlog until others close (`listen_disabled_num` counts the pauses).
+fn raise_open_files_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = descriptors_needed(config);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= needed {
+        return;
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, needed, hard.max(needed)).is_ok() {
+        return;
+    }
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    tracing::warn!(
+        "-c {} needs about {needed} open files, and the limit is {hard}: connections \
+         past it wait until others close (raise LimitNOFILE or ulimit -n)",
+        config.max_connections
+    );
 }
 
 /// memcached's `-u`: switch to an unprivileged user once the ports are bound.

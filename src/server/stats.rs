@@ -85,6 +85,7 @@ stat_fields!(
         bytes_written,
         total_connections,
         rejected_connections,
+        listen_disabled_num,
         forwarded_requests,
         forwarded_batches,
         wakes_sent,

@@ -107,6 +107,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     memcached_args: Vec<String>,
     core_ports: usize,
+    open_files: Option<(u64, u64)>,
 }
 
 impl ServerBuilder {
@@ -127,6 +128,13 @@ impl ServerBuilder {
     /// Ask for `--core-ports BASE` with `n` consecutive free ports (corecache only).
     pub fn core_ports(mut self, n: usize) -> Self {
         self.core_ports = n;
+        self
+    }
+
+    /// Start the server with this open files limit, soft and hard (through
+    /// util-linux's `prlimit`, which then runs the server in its own process).
+    pub fn open_files_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -168,7 +176,15 @@ impl ServerBuilder {
             args.extend(self.memcached_args.iter().cloned());
         }
         let path = server_path();
-        let mut child = Command::new(&path)
+        let mut command = match self.open_files {
+            None => Command::new(&path),
+            Some((soft, hard)) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={soft}:{hard}")).arg(&path);
+                prlimit
+            }
+        };
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
