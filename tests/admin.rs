@@ -451,25 +451,9 @@ fn out_of_descriptors_accepting_pauses_until_a_connection_closes() {
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let cpu_seconds = || {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.pid())).unwrap();
-        let fields: Vec<u64> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse().unwrap())
-            .collect();
-        (fields[0] + fields[1]) as f64
-            / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-                .unwrap()
-                .unwrap() as f64
-    };
-    let before = cpu_seconds();
+    let before = s.cpu_seconds();
     std::thread::sleep(Duration::from_secs(1));
-    let spent = cpu_seconds() - before;
+    let spent = s.cpu_seconds() - before;
     // A core that retried the failing accept at once used the whole second.
     assert!(spent < 0.5, "{spent} s of CPU in 1 s with nothing to serve");
 
@@ -494,6 +478,34 @@ fn out_of_descriptors_accepting_pauses_until_a_connection_closes() {
         .terminate(Duration::from_secs(5))
         .expect("exits within the drain deadline");
     assert!(status.success(), "exit status {status}");
+}
+
+/// A listening socket destroyed from outside (`ss -K`) fails every accept
+/// with EINVAL: the listener rests between tries instead of spinning.
+#[test]
+fn a_destroyed_listener_does_not_spin_the_core() {
+    if skip_unless_corecache("corecache's accept pause") {
+        return;
+    }
+    let s = Server::start(&["-t", "1"]);
+    let filter = format!("sport = :{}", s.port);
+    let killed = std::process::Command::new("ss")
+        .args(["-K", "-a", "state", "listening", &filter])
+        .output();
+    std::thread::sleep(Duration::from_millis(200));
+    if killed.is_err() || std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+        println!("SKIPPED: this kernel or user cannot destroy sockets (ss -K)");
+        return;
+    }
+    let before = s.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = s.cpu_seconds() - before;
+    assert!(spent < 0.5, "{spent} s of CPU in 1 s with nothing to serve");
+    assert!(
+        s.output().matches("accepting paused").count() <= 1,
+        "{}",
+        s.output()
+    );
 }
 
 /// Bad flags and values: a message and exit code 2, before anything listens.

@@ -321,20 +321,18 @@ impl CoreState {
             } => {
                 let listener = listener as usize;
                 match &socket {
-                    Err(e) if !more && out_of_descriptors(e) && !self.draining => {
-                        self.rest_listener(listener, e)
-                    }
+                    // A failed accept is not re-armed at once: it would
+                    // likely fail again at once (no descriptor free, a socket
+                    // no longer listening), and the core would spin.
+                    Err(e) if !more && !self.draining => self.rest_listener(listener, e),
                     // Re-armed through `perform_actions`, which closes the
                     // socket instead once the drain has begun: the ring then
                     // holds it no more (`begin_drain` cancelled the accept).
                     _ if !more => self.actions.push(Action::Accept(listener)),
                     _ => {}
                 }
-                match socket {
-                    Ok(socket) => self.open_connection(socket),
-                    Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ECANCELED as i32) => {}
-                    Err(e) if out_of_descriptors(&e) => {}
-                    Err(e) => tracing::warn!("accept failed: {e}"),
+                if let Ok(socket) = socket {
+                    self.open_connection(socket);
                 }
             }
             Event::Received { conn, data, more } => {
@@ -1052,8 +1050,8 @@ impl CoreState {
         });
     }
 
-    /// An accept failed for want of file descriptors: the listener rests
-    /// (`ACCEPT_REST`) instead of failing again at once.
+    /// A listener's accept failed: it rests (`ACCEPT_REST`) instead of
+    /// failing again at once.
     fn rest_listener(&mut self, listener: usize, error: &std::io::Error) {
         if self.resting_listeners.is_empty() {
             self.resting_since = Instant::now();
@@ -1063,12 +1061,13 @@ impl CoreState {
             (self.accept_warned_at).is_some_and(|at| at.elapsed() < ACCEPT_WARNING_INTERVAL);
         if !warned_lately {
             self.accept_warned_at = Some(Instant::now());
-            tracing::warn!(
-                "core {}: accepting paused: {error}; new connections wait in the listen \
-                 backlog until a connection closes (raise the open files limit, \
-                 LimitNOFILE)",
-                self.index
-            );
+            let advice = if out_of_descriptors(error) {
+                "new connections wait in the listen backlog until a connection closes \
+                 (raise the open files limit, LimitNOFILE)"
+            } else {
+                "trying again in 10 ms"
+            };
+            tracing::warn!("core {}: accepting paused: {error}; {advice}", self.index);
         }
         self.resting_listeners.push(listener);
     }

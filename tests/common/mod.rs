@@ -313,6 +313,21 @@ impl Server {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// The CPU time the server process has used so far (user and system).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // utime and stime, fields 14 and 15, counted after the command name.
+        let ticks: u64 = (stat.rsplit_once(')').unwrap().1.split_whitespace())
+            .skip(11)
+            .take(2)
+            .map(|field| field.parse::<u64>().unwrap())
+            .sum();
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap();
+        ticks as f64 / per_second as f64
+    }
+
     /// The exit status if the process has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child
