@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use corecache::server::reactor::{INITIAL_RECV_BUFFERS, RECV_BUFFERS};
+use std::io::Write;
 use std::time::Duration;
 
 #[test]
@@ -213,6 +214,38 @@ fn a_client_that_does_not_read_gets_backpressure_not_a_balloon() {
         c.expect_reply("END\r\n");
     }
     c.expect_version();
+}
+
+/// A connection the server hangs up on (here: a line too long, memcached's
+/// answer) is gone at once, even while replies to it are still being sent to a
+/// client that stopped reading: the send in flight no longer holds its
+/// descriptor and its slot until the client reads.
+#[test]
+fn a_hang_up_does_not_wait_for_a_client_that_stopped_reading() {
+    if skip_unless_corecache("memcached reads no more input while a write is blocked") {
+        return;
+    }
+    let s = Server::start(&["-t", "1"]);
+    let mut c = s.client();
+    c.set("big", &vec![b'v'; 500_000]);
+    let open_before = c.stat("curr_connections");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], s.port).into();
+    socket.connect(&address.into()).unwrap();
+    let mut reader = std::net::TcpStream::from(socket);
+    // 3 MB of replies, under the pause: the send blocks on the full socket.
+    reader
+        .write_all("get big\r\n".repeat(6).as_bytes())
+        .unwrap();
+    sleep_s(0.3);
+    reader.write_all(&[b'x'; 5000]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while c.stat("curr_connections") > open_before && std::time::Instant::now() < deadline {
+        sleep_s(0.05);
+    }
+    assert_eq!(c.stat("curr_connections"), open_before);
+    drop(reader);
 }
 
 /// One multi-get line asking for a large value many times is served in parts,

@@ -357,6 +357,12 @@ impl Connection {
             self.slots.clear();
             self.clear_held();
             self.pending_get = None;
+            // A send in flight holds the socket open until it completes, and
+            // one to a client that stopped reading never would: shut the
+            // socket down so that it fails now and the connection closes.
+            if self.sending {
+                let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 }
