@@ -248,6 +248,32 @@ fn a_hang_up_does_not_wait_for_a_client_that_stopped_reading() {
     drop(reader);
 }
 
+/// A large value does not leave its size behind in the connection that sent
+/// it: 60 idle clients that each stored 1 MB keep a few MB, not 60 (`--null`
+/// keeps no items, so the growth is the connections' own).
+#[test]
+fn idle_connections_give_back_the_room_of_a_large_value() {
+    if skip_unless_corecache("--null") {
+        return;
+    }
+    let s = Server::start(&["-t", "1", "--null"]);
+    let before = vmrss_bytes(s.pid());
+    let value = vec![b'v'; 1_000_000];
+    let clients: Vec<Client> = (0..60)
+        .map(|i| {
+            let mut c = s.client();
+            c.send(format!("set k{i} 0 0 {}\r\n", value.len()));
+            c.send(&value);
+            c.send("\r\n");
+            c.expect_reply("STORED\r\n");
+            c
+        })
+        .collect();
+    let grown = vmrss_bytes(s.pid()).saturating_sub(before);
+    assert!(grown < 16 << 20, "server grew {grown} bytes");
+    drop(clients);
+}
+
 /// One multi-get line asking for a large value many times is served in parts,
 /// as its replies drain, not buffered whole: the server copies values into
 /// replies (memcached sends them by reference), and this line asks for 150 MB.

@@ -11,6 +11,11 @@ use crate::protocol::{GetKind, Keys};
 /// be sent, and resumes below [`OUTPUT_LOW_WATER`].
 pub const OUTPUT_HIGH_WATER: usize = 4 << 20;
 pub const OUTPUT_LOW_WATER: usize = 1 << 20;
+/// An input buffer emptied with more room than this is given back: a large
+/// value would otherwise keep its size for the life of the connection (100
+/// idle clients that each once stored 1 MB held 100 MB).
+pub const INPUT_KEEP_BYTES: usize = 64 << 10;
+
 /// A connection also stops serving input while more replies are owed by other
 /// cores than [`held_reply_limit`] allows (local replies queued behind one of
 /// them counted too), and resumes at half: their sizes are
@@ -345,6 +350,14 @@ impl Connection {
             Closing::Open => false,
             Closing::AfterReplies => self.idle() && !self.receiving,
             Closing::Now => !self.sending && !self.receiving,
+        }
+    }
+
+    /// Gives back the input buffer's room once it is empty and larger than
+    /// [`INPUT_KEEP_BYTES`].
+    pub fn release_spent_input(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > INPUT_KEEP_BYTES {
+            self.input = Vec::new();
         }
     }
 

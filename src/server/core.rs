@@ -547,6 +547,7 @@ impl CoreState {
         // Cheap: a leftover that holds a whole command line has its newline
         // near the front.
         connection.partial_line = !connection.paused && !connection.input.contains(&b'\n');
+        connection.release_spent_input();
     }
 
     /// Serves `connection.input` (a request split across reads, or requests
