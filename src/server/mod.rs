@@ -72,6 +72,23 @@ pub struct Shared {
 }
 
 impl Shared {
+    pub fn new(config: Config) -> Shared {
+        let cores = config.cores();
+        Shared {
+            started_unix: unix_now(),
+            published: (0..cores).map(|_| CorePublished::default()).collect(),
+            mailboxes: (0..cores).map(|_| Mailbox::new(cores)).collect(),
+            ring_fds: (0..cores).map(|_| AtomicI32::new(-1)).collect(),
+            memory_limit: Gate::new(config.memory_limit as u64),
+            shutdown: AtomicBool::new(false),
+            cores_published: AtomicUsize::new(0),
+            drained: AtomicUsize::new(0),
+            curr_connections: AtomicUsize::new(0),
+            verbosity: AtomicU32::new(config.verbose as u32),
+            config,
+        }
+    }
+
     pub fn cores(&self) -> usize {
         self.config.cores()
     }
@@ -94,19 +111,7 @@ pub fn unix_now() -> u32 {
 pub fn run(config: Config) -> Result<(), String> {
     reactor::check_memlock(config.cores())?;
     let cores = config.cores();
-    let shared = Arc::new(Shared {
-        started_unix: unix_now(),
-        published: (0..cores).map(|_| CorePublished::default()).collect(),
-        mailboxes: (0..cores).map(|_| Mailbox::new(cores)).collect(),
-        ring_fds: (0..cores).map(|_| AtomicI32::new(-1)).collect(),
-        memory_limit: Gate::new(config.memory_limit as u64),
-        shutdown: AtomicBool::new(false),
-        cores_published: AtomicUsize::new(0),
-        drained: AtomicUsize::new(0),
-        curr_connections: AtomicUsize::new(0),
-        verbosity: AtomicU32::new(config.verbose as u32),
-        config,
-    });
+    let shared = Arc::new(Shared::new(config));
 
     raise_open_files_limit(&shared.config);
 
@@ -134,7 +139,10 @@ pub fn run(config: Config) -> Result<(), String> {
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("core-{index}"))
-            .spawn(move || core::run_core(index, shared, core_listeners, ready))
+            .spawn(move || {
+                let _stop_all = ShutdownOnExit(Arc::clone(&shared));
+                core::run_core(index, shared, core_listeners, ready)
+            })
             .map_err(|e| format!("starting core {index}: {e}"))?;
         threads.push(thread);
     }
@@ -180,6 +188,19 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     drop(watcher);
     result
+}
+
+/// Starts a shutdown when dropped. Each core thread holds one: a core that
+/// stops for any reason (an error, a panic) stops the whole server, which
+/// exits non-zero for its supervisor to restart, rather than leave the
+/// clients of its keys waiting for replies it will never send. A core that
+/// stops in a shutdown finds it begun already.
+struct ShutdownOnExit(Arc<Shared>);
+
+impl Drop for ShutdownOnExit {
+    fn drop(&mut self) {
+        self.0.begin_shutdown();
+    }
 }
 
 /// Descriptors the process holds besides its connections and its cores' own:
@@ -233,4 +254,25 @@ fn drop_privileges(user: &str) -> Result<(), String> {
     setgid(entry.gid).map_err(|e| format!("setgid {user}: {e}"))?;
     setuid(entry.uid).map_err(|e| format!("setuid {user}: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn a_core_that_panics_starts_a_shutdown() {
+        let cli = crate::config::Cli::parse_from(["corecache", "-t", "1"]);
+        let shared = Arc::new(Shared::new(cli.into_config().unwrap()));
+        let core = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let _stop_all = ShutdownOnExit(shared);
+                panic!("a core's bug");
+            })
+        };
+        assert!(core.join().is_err());
+        assert!(shared.shutdown.load(Ordering::SeqCst));
+    }
 }
