@@ -44,10 +44,11 @@ const PREVIEW_KEYS: usize = 16;
 const PREFETCH_KEYS: usize = 256;
 /// How long a shutdown waits for replies owed before closing anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
-/// How long a listener rests after an accept failed for want of file
-/// descriptors, unless a connection closes first (memcached re-enables its
-/// listeners on a 10 ms timer likewise). Re-armed at once, the failing accept
-/// spun the core.
+/// How long a listener rests after a failed accept (no file descriptor free,
+/// a socket no longer listening), unless a connection closes first: memcached
+/// re-enables its listeners on a 10 ms timer likewise. Re-armed at once, the
+/// failing accept spun the core. A failed accept is logged at most once per
+/// `ACCEPT_WARNING_INTERVAL`.
 const ACCEPT_REST: Duration = Duration::from_millis(10);
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -79,12 +80,11 @@ struct CoreState {
     /// This core's listening sockets, by listener number; `None` once closed
     /// in a shutdown.
     listeners: Vec<Option<Socket>>,
-    /// Listeners not accepting for want of file descriptors, and since when
+    /// Listeners resting after a failed accept, and since when
     /// (`ACCEPT_REST`); new connections wait in their backlogs meanwhile.
     resting_listeners: Vec<usize>,
     resting_since: Instant,
-    /// When the last pause was logged: at most one line per
-    /// `ACCEPT_WARNING_INTERVAL` while the descriptors stay short.
+    /// When the last failed accept was logged.
     accept_warned_at: Option<Instant>,
     limits: ParseLimits,
     now: u32,
