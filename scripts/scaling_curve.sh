@@ -12,9 +12,15 @@
 # during the run (requests per forwarded batch, per loop turn, and wake-ups
 # sent per thousand requests: where cross-core routing spends its time).
 #
+# TARGETS picks the servers (default all three); CC_ARGS adds flags to every
+# corecache start, e.g. CC_ARGS="--reply-spin-us 20" with TARGETS=corecache
+# for an A/B of reply polling against a run without it.
+#
 # SIZES="1 2 4 8" CLIENT_CPUS=8-15 DURATION=5 OUT=scaling-out scripts/scaling_curve.sh
 set -u
 SIZES=${SIZES:-1 2 4 8}
+TARGETS=" ${TARGETS:-corecache memcached redis} "
+CC_ARGS=${CC_ARGS:-}
 CLIENT_CPUS=${CLIENT_CPUS:-8-15}
 DURATION=${DURATION:-5}
 OUT=${OUT:-scaling-out}
@@ -29,7 +35,8 @@ else
   CC=target/release/corecache BENCH=target/release/corecache-bench
   MC=$(command -v memcached) REDIS=$(command -v redis-server) LOADER=""
 fi
-echo "cpus $(nproc), kernel $(uname -r)" | tee "$OUT/summary.txt"
+echo "cpus $(nproc), kernel $(uname -r), targets:$TARGETS corecache flags: ${CC_ARGS:-none}" |
+  tee "$OUT/summary.txt"
 
 bench() { # name, then corecache-bench run arguments
   local name=$1
@@ -63,10 +70,12 @@ routing_figures() { # name, before file, after file
       requests = delta["cmd_get"] + delta["cmd_set"]
       if (requests <= 0) exit
       batches = delta["forwarded_batches"] > 0 ? delta["forwarded_batches"] : 1
-      printf "%-18s forwarded %.2f of requests, %.1f per batch; %.1f requests per loop turn; %.2f wake-ups per 1000 requests\n",
+      polls = delta["reply_polls"] > 0 ? delta["reply_polls"] : 0
+      printf "%-18s forwarded %.2f of requests, %.1f per batch; %.1f requests per loop turn; %.2f wake-ups and %.2f reply polls (%.0f%% answered) per 1000 requests\n",
         name, delta["forwarded_requests"] / requests, delta["forwarded_requests"] / batches,
         requests / (delta["loop_turns"] > 0 ? delta["loop_turns"] : 1),
-        1000 * delta["wakes_sent"] / requests
+        1000 * delta["wakes_sent"] / requests, 1000 * polls / requests,
+        (polls > 0 ? 100 * delta["reply_polls_answered"] / polls : 0)
     }' "$2" "$3" | tee -a "$OUT/summary.txt"
 }
 
@@ -81,26 +90,36 @@ cc_bench() { # name, port, then bench arguments
 
 for n in $SIZES; do
   cpus=0-$((n - 1)) port=$((11000 + n)) core_ports=$((12000 + n * 16)) mc_port=$((13000 + n))
-  taskset -c "$cpus" $LOADER "$CC" -p $port -t "$n" -m 1024 -U 0 --core-ports $core_ports \
-    >"$OUT/corecache-$n.log" 2>&1 &
-  pid=$!
-  sleep 1
-  cc_bench "cc-shared-p16-$n" $port --port $port --pipeline 16 --server-pid $pid
-  cc_bench "cc-routed-p16-$n" $port --port $port --core-ports "$core_ports:$n" --pipeline 16 --server-pid $pid
-  cc_bench "cc-shared-p1-$n" $port --port $port --pipeline 1 --server-pid $pid
-  kill $pid
-  taskset -c "$cpus" $LOADER "$MC" -u root -p $mc_port -t "$n" -m 1024 -U 0 \
-    >"$OUT/memcached-$n.log" 2>&1 &
-  pid=$!
-  sleep 1
-  bench "mc-p16-$n" --port $mc_port --pipeline 16 --server-pid $pid
-  bench "mc-p1-$n" --port $mc_port --pipeline 1 --server-pid $pid
-  kill $pid
+  if [[ $TARGETS == *" corecache "* ]]; then
+    # shellcheck disable=SC2086 # CC_ARGS is a list of flags
+    taskset -c "$cpus" $LOADER "$CC" -p $port -t "$n" -m 1024 -U 0 --core-ports $core_ports \
+      $CC_ARGS >"$OUT/corecache-$n.log" 2>&1 &
+    pid=$!
+    sleep 1
+    cc_bench "cc-shared-p16-$n" $port --port $port --pipeline 16 --server-pid $pid
+    cc_bench "cc-routed-p16-$n" $port --port $port --core-ports "$core_ports:$n" --pipeline 16 --server-pid $pid
+    cc_bench "cc-shared-p1-$n" $port --port $port --pipeline 1 --server-pid $pid
+    kill $pid
+    wait $pid
+  fi
+  if [[ $TARGETS == *" memcached "* ]]; then
+    taskset -c "$cpus" $LOADER "$MC" -u root -p $mc_port -t "$n" -m 1024 -U 0 \
+      >"$OUT/memcached-$n.log" 2>&1 &
+    pid=$!
+    sleep 1
+    bench "mc-p16-$n" --port $mc_port --pipeline 16 --server-pid $pid
+    bench "mc-p1-$n" --port $mc_port --pipeline 1 --server-pid $pid
+    kill $pid
+    wait $pid
+  fi
 done
-taskset -c 0 $LOADER "$REDIS" --port 6390 --save "" --appendonly no --maxmemory 1gb \
-  >"$OUT/redis.log" 2>&1 &
-pid=$!
-sleep 1
-bench redis-p16-1 --target redis --port 6390 --pipeline 16 --server-pid $pid
-bench redis-p1-1 --target redis --port 6390 --pipeline 1 --server-pid $pid
-kill $pid
+if [[ $TARGETS == *" redis "* ]]; then
+  taskset -c 0 $LOADER "$REDIS" --port 6390 --save "" --appendonly no --maxmemory 1gb \
+    >"$OUT/redis.log" 2>&1 &
+  pid=$!
+  sleep 1
+  bench redis-p16-1 --target redis --port 6390 --pipeline 16 --server-pid $pid
+  bench redis-p1-1 --target redis --port 6390 --pipeline 1 --server-pid $pid
+  kill $pid
+  wait $pid
+fi

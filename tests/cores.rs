@@ -10,11 +10,16 @@ use corecache::keyhash::{key_hash, owner};
 const CORES: usize = 2;
 
 fn start() -> Option<Server> {
+    start_with(&[])
+}
+
+fn start_with(args: &[&str]) -> Option<Server> {
     if skip_unless_corecache("--core-ports / cross-core routing") {
         return None;
     }
     let s = Server::builder()
         .args(&["-t", &CORES.to_string()])
+        .args(args)
         .core_ports(CORES)
         .start();
     assert_eq!(s.core_ports.len(), CORES);
@@ -184,7 +189,37 @@ fn incr_delete_cas_consistent_across_ports() {
 
 #[test]
 fn pipelined_mixed_owners_reply_in_order() {
-    let Some(s) = start() else { return };
+    pipelined_mixed_owners_reply_in_order_with(&[]);
+}
+
+/// The same with cores that poll for the replies they are owed before
+/// blocking: they count replies owed and received, and must neither miss a
+/// reply nor stall.
+#[test]
+fn pipelined_mixed_owners_reply_in_order_with_reply_polling() {
+    pipelined_mixed_owners_reply_in_order_with(&["--reply-spin-us", "200"]);
+}
+
+/// A core polls for owed replies only when asked to, and then does: a client
+/// that waits for each reply of the other core's keys leaves its core with
+/// nothing to do but wait for them.
+#[test]
+fn cores_poll_for_owed_replies_only_when_asked() {
+    for (args, polls_expected) in [(&[][..], false), (&["--reply-spin-us", "200"][..], true)] {
+        let Some(s) = start_with(args) else { return };
+        let mut c = Client::connect(s.core_ports[0]);
+        for key in keys_owned_by(1, 200, "poll-") {
+            c.set(&key, b"v");
+            assert_eq!(c.get(&key), Some(b"v".to_vec()));
+        }
+        let polls = c.stat("reply_polls");
+        assert!(c.stat("reply_polls_answered") <= polls);
+        assert_eq!(polls > 0, polls_expected, "{args:?}: {polls} polls");
+    }
+}
+
+fn pipelined_mixed_owners_reply_in_order_with(args: &[&str]) {
+    let Some(s) = start_with(args) else { return };
     let a = keys_owned_by(0, 200, "pl-");
     let b = keys_owned_by(1, 200, "pl-");
     for port in all_ports(&s) {

@@ -9,7 +9,9 @@ use super::connection::{Closing, Connection, PendingGet};
 use super::execute::{null_reply, Executor};
 use super::listener::CoreListeners;
 use super::reactor::{EndReason, Event, Reactor};
-use super::routing::{decode_get_fragment, encode_get_fragment, ItemKind, Message, Outbox};
+use super::routing::{
+    decode_get_fragment, encode_get_fragment, Item, ItemKind, Mailbox, Message, Outbox,
+};
 use super::{admin, unix_now, Shared};
 use crate::keyhash::{key_hash, owner};
 use crate::protocol::{self, reply, GetKind, Keys, ParseLimits, Parsed, Request};
@@ -77,6 +79,8 @@ struct CoreState {
     dirty: Vec<u64>,
     actions: Vec<Action>,
     outbox: Outbox,
+    /// Replies other cores owe this one (forwarded requests not yet answered).
+    replies_owed: usize,
     /// This core's listening sockets, by listener number; `None` once closed
     /// in a shutdown.
     listeners: Vec<Option<Socket>>,
@@ -161,6 +165,7 @@ pub fn run_core(
         dirty: Vec::new(),
         actions: Vec::new(),
         outbox: Outbox::new(cores),
+        replies_owed: 0,
         listeners: listeners.sockets.into_iter().map(Some).collect(),
         resting_listeners: Vec::new(),
         resting_since: Instant::now(),
@@ -191,6 +196,20 @@ pub fn run_core(
     let shared = Arc::clone(&state.shared);
     let mailbox = &shared.mailboxes[index];
     loop {
+        // Replies other cores owe come within their turn: with
+        // `--reply-spin-us`, look for them awake a while before blocking,
+        // which costs a context switch here and a wake-up there.
+        let reply_spin = state.shared.config.reply_spin;
+        if !reply_spin.is_zero() && state.replies_owed > 0 && !mailbox.has_mail() {
+            if let Err(e) = reactor.collect() {
+                return Err(format!("core {index}: io_uring submit failed: {e}"));
+            }
+            let counters = &state.shared.published[index].counters;
+            counters.reply_polls.incr();
+            if poll_for_work(&mut reactor, mailbox, reply_spin) {
+                counters.reply_polls_answered.incr();
+            }
+        }
         // Batches queued already are served without blocking (the cores that
         // sent them did not wake this one: it was busy).
         let waited = if mailbox.prepare_to_wait() {
@@ -237,6 +256,21 @@ pub fn run_core(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Polls, for up to `budget`, for what would end a wait: a batch from another
+/// core or a completion. Returns whether one came.
+fn poll_for_work(reactor: &mut Reactor, mailbox: &Mailbox, budget: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if mailbox.has_mail() || reactor.work_pending() {
+            return true;
+        }
+        if started.elapsed() >= budget {
+            return false;
+        }
+        std::hint::spin_loop();
     }
 }
 
@@ -1021,6 +1055,7 @@ impl CoreState {
                 self.outbox.recycle(batch);
             }
             Message::Reply(batch) => {
+                self.replies_owed = self.replies_owed.saturating_sub(batch.items.len());
                 for item in &batch.items {
                     let Some(slot) = self.slot_of(item.conn) else {
                         continue;
@@ -1043,7 +1078,13 @@ impl CoreState {
         let shared = &self.shared;
         let index = self.index;
         let wakes = &shared.published[index].counters.wakes_sent;
+        let replies_owed = &mut self.replies_owed;
         self.outbox.flush(|to, message| {
+            if let Message::Forward(batch) = &message {
+                let answered =
+                    |item: &&Item| !matches!(item.kind, ItemKind::NoReply | ItemKind::Flush);
+                *replies_owed += batch.items.iter().filter(answered).count();
+            }
             if shared.mailboxes[to].post(index, message) {
                 reactor.wake(shared.ring_fds[to].load(Ordering::Relaxed));
                 wakes.incr();

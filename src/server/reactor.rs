@@ -367,6 +367,12 @@ impl Reactor {
         }
     }
 
+    /// Whether completions are ready, or deferred work the kernel would turn
+    /// into completions on the next `collect` (a look, without a syscall).
+    pub fn work_pending(&mut self) -> bool {
+        self.ring.submission().taskrun() || !self.ring.completion().is_empty()
+    }
+
     /// Hands every ready completion to `handle`, then returns the receive
     /// buffers it used to the kernel.
     pub fn dispatch(&mut self, mut handle: impl FnMut(Event<'_>)) {

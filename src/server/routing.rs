@@ -201,6 +201,11 @@ impl Mailbox {
         empty
     }
 
+    /// Whether any message is queued (a look, without taking it).
+    pub fn has_mail(&self) -> bool {
+        !self.from.iter().all(|queue| queue.is_empty())
+    }
+
     /// The owner is running a turn: posts need not wake it.
     pub fn stop_waiting(&self) {
         self.waiting.store(false, Ordering::Relaxed);

@@ -89,6 +89,8 @@ stat_fields!(
         forwarded_requests,
         forwarded_batches,
         wakes_sent,
+        reply_polls,
+        reply_polls_answered,
         loop_turns,
     }
 );
