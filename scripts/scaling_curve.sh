@@ -21,6 +21,12 @@ set -u
 SIZES=${SIZES:-1 2 4 8}
 TARGETS=" ${TARGETS:-corecache memcached redis} "
 CC_ARGS=${CC_ARGS:-}
+for target in $TARGETS; do
+  case $target in
+    corecache | memcached | redis) ;;
+    *) echo "TARGETS: unknown target '$target' (corecache, memcached, redis)" >&2; exit 2 ;;
+  esac
+done
 CLIENT_CPUS=${CLIENT_CPUS:-8-15}
 DURATION=${DURATION:-5}
 OUT=${OUT:-scaling-out}
@@ -35,7 +41,7 @@ else
   CC=target/release/corecache BENCH=target/release/corecache-bench
   MC=$(command -v memcached) REDIS=$(command -v redis-server) LOADER=""
 fi
-echo "cpus $(nproc), kernel $(uname -r), targets:$TARGETS corecache flags: ${CC_ARGS:-none}" |
+echo "cpus $(nproc), kernel $(uname -r), targets:${TARGETS% } corecache flags: ${CC_ARGS:-none}" |
   tee "$OUT/summary.txt"
 
 bench() { # name, then corecache-bench run arguments

@@ -215,6 +215,11 @@ fn cores_poll_for_owed_replies_only_when_asked() {
         let polls = c.stat("reply_polls");
         assert!(c.stat("reply_polls_answered") <= polls);
         assert_eq!(polls > 0, polls_expected, "{args:?}: {polls} polls");
+        // Every reply came back, so none is owed: an idle core no longer
+        // polls (with a count that drifted up it would, every 100 ms turn).
+        c.expect("stats reset\r\n", "RESET\r\n");
+        sleep_s(0.5);
+        assert_eq!(c.stat("reply_polls"), 0, "{args:?}");
     }
 }
 

@@ -10,7 +10,7 @@ use super::execute::{null_reply, Executor};
 use super::listener::CoreListeners;
 use super::reactor::{EndReason, Event, Reactor};
 use super::routing::{
-    decode_get_fragment, encode_get_fragment, Item, ItemKind, Mailbox, Message, Outbox,
+    decode_get_fragment, encode_get_fragment, ItemKind, Mailbox, Message, Outbox,
 };
 use super::{admin, unix_now, Shared};
 use crate::keyhash::{key_hash, owner};
@@ -204,10 +204,14 @@ pub fn run_core(
             if let Err(e) = reactor.collect() {
                 return Err(format!("core {index}: io_uring submit failed: {e}"));
             }
-            let counters = &state.shared.published[index].counters;
-            counters.reply_polls.incr();
-            if poll_for_work(&mut reactor, mailbox, reply_spin) {
-                counters.reply_polls_answered.incr();
+            // Sends that completed as they were submitted are work already:
+            // no poll then.
+            if !reactor.work_pending() {
+                let counters = &state.shared.published[index].counters;
+                counters.reply_polls.incr();
+                if poll_for_work(&mut reactor, mailbox, reply_spin) {
+                    counters.reply_polls_answered.incr();
+                }
             }
         }
         // Batches queued already are served without blocking (the cores that
@@ -1047,7 +1051,7 @@ impl CoreState {
                         }
                         let replies = &mut self.outbox.replies[from];
                         replies.bytes = out;
-                        if item.kind != ItemKind::NoReply {
+                        if item.kind.answered() {
                             replies.seal(item.conn, item.seq, start, ItemKind::Request);
                         }
                     }
@@ -1055,6 +1059,7 @@ impl CoreState {
                 self.outbox.recycle(batch);
             }
             Message::Reply(batch) => {
+                debug_assert!(self.replies_owed >= batch.items.len());
                 self.replies_owed = self.replies_owed.saturating_sub(batch.items.len());
                 for item in &batch.items {
                     let Some(slot) = self.slot_of(item.conn) else {
@@ -1081,9 +1086,7 @@ impl CoreState {
         let replies_owed = &mut self.replies_owed;
         self.outbox.flush(|to, message| {
             if let Message::Forward(batch) = &message {
-                let answered =
-                    |item: &&Item| !matches!(item.kind, ItemKind::NoReply | ItemKind::Flush);
-                *replies_owed += batch.items.iter().filter(answered).count();
+                *replies_owed += batch.items.iter().filter(|i| i.kind.answered()).count();
             }
             if shared.mailboxes[to].post(index, message) {
                 reactor.wake(shared.ring_fds[to].load(Ordering::Relaxed));

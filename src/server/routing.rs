@@ -41,6 +41,11 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
+    /// Whether the owner sends a reply back for an item of this kind.
+    pub fn answered(self) -> bool {
+        !matches!(self, ItemKind::NoReply | ItemKind::Flush)
+    }
+
     /// The kind of the item that carries one key of this retrieval.
     pub fn get_fragment(kind: GetKind) -> ItemKind {
         ItemKind::GetFragment {
