@@ -142,8 +142,9 @@ fn item_size_limit_default_1m() {
         "SERVER_ERROR object too large for cache"
     );
     c.expect("get big\r\n", "END\r\n");
-    // A refused set is not counted as one.
+    // A refused set is not counted as one, but as memcached's store_too_large.
     assert_eq!(c.stats("")["cmd_set"], "0");
+    assert_eq!(c.stat("store_too_large"), 1);
     assert_eq!(
         set_len(&mut c, "big", 1_048_576),
         "SERVER_ERROR object too large for cache"
@@ -173,6 +174,10 @@ fn item_size_limit_default_1m() {
     cmd.extend_from_slice(b"\r\n");
     c.send(&cmd);
     c.expect_version();
+    // Every refusal counted, whether the value was refused as its line was
+    // read (over -I) or by the store (the item with its header over -I).
+    assert_eq!(c.stat("store_too_large"), 6);
+    assert_eq!(c.stat("store_no_memory"), 0);
 }
 
 #[test]

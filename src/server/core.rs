@@ -688,14 +688,16 @@ impl CoreState {
                     break;
                 };
                 let start = *start;
-                // A refused `set` also drops the key's old value, as memcached does.
-                if let Parsed::TooLarge {
-                    unlink: Some(key), ..
-                } = request
-                {
-                    let raw = key.delete_request();
-                    if let Parsed::Request { request, .. } = protocol::parse(&raw, &self.limits) {
-                        self.dispatch(connection, token, &request, &raw, &[]);
+                if let Parsed::TooLarge { unlink, .. } = request {
+                    self.published().counters.store_too_large.incr();
+                    // A refused `set` also drops the key's old value, as
+                    // memcached does.
+                    if let Some(key) = unlink {
+                        let raw = key.delete_request();
+                        if let Parsed::Request { request, .. } = protocol::parse(&raw, &self.limits)
+                        {
+                            self.dispatch(connection, token, &request, &raw, &[]);
+                        }
                     }
                 }
                 match request {

@@ -118,9 +118,15 @@ impl Executor<'_> {
     }
 
     /// Counts a store (classic or `ms`) as memcached does: `cmd_set` once it had
-    /// an item for it (not one too large), and a compare-and-swap's outcome in
-    /// the `cas_*` counters.
+    /// an item for it (not one too large), a refusal in `store_too_large` or
+    /// `store_no_memory`, and a compare-and-swap's outcome in the `cas_*`
+    /// counters.
     pub(super) fn count_store(&self, result: StoreResult, compare_and_swap: bool) {
+        match result {
+            StoreResult::TooLarge => self.stats.store_too_large.incr(),
+            StoreResult::OutOfMemory => self.stats.store_no_memory.incr(),
+            _ => {}
+        }
         if result != StoreResult::TooLarge {
             self.stats.cmd_set.incr();
         }

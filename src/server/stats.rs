@@ -81,6 +81,8 @@ stat_fields!(
         cas_badval,
         touch_hits,
         touch_misses,
+        store_too_large,
+        store_no_memory,
         bytes_read,
         bytes_written,
         total_connections,
