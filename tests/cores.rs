@@ -200,6 +200,37 @@ fn pipelined_mixed_owners_reply_in_order_with_reply_polling() {
     pipelined_mixed_owners_reply_in_order_with(&["--reply-spin-us", "200"]);
 }
 
+/// A `set` refused as too large drops the key's old value on the core that
+/// owns it, whichever core it came through, in order with the connection's
+/// next request, and without counting a `delete`; `ms` with a base64 key
+/// drops the decoded key's value.
+#[test]
+fn a_refused_set_drops_the_old_value_on_the_owner() {
+    let Some(s) = start() else { return };
+    let mut c = Client::connect(s.core_ports[0]);
+    let too_large = vec![b'v'; 2 << 20];
+    for key in keys_owned_by(1, 3, "refused-") {
+        c.set(&key, b"old");
+        c.send(format!("set {key} 0 0 {}\r\n", too_large.len()));
+        c.send(&too_large);
+        c.send("\r\nget ");
+        c.send(format!("{key}\r\n"));
+        c.expect_reply("SERVER_ERROR object too large for cache\r\nEND\r\n");
+    }
+    let key = keys_owned_by(1, 1, "refused-b64-").remove(0);
+    c.set(&key, b"old");
+    let mut encoded = Vec::new();
+    corecache::protocol::meta::encode_base64(key.as_bytes(), &mut encoded);
+    let encoded = String::from_utf8(encoded).unwrap();
+    c.send(format!("ms {encoded} {} b\r\n", too_large.len()));
+    c.send(&too_large);
+    c.send("\r\n");
+    c.expect_reply("SERVER_ERROR object too large for cache\r\n");
+    assert_eq!(c.get(&key), None);
+    assert_eq!(c.stat("delete_hits") + c.stat("delete_misses"), 0);
+    assert_eq!(c.stat("store_too_large"), 4);
+}
+
 /// A core polls for owed replies only when asked to, and then does: a client
 /// that waits for each reply of the other core's keys leaves its core with
 /// nothing to do but wait for them.

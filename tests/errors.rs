@@ -178,6 +178,8 @@ fn item_size_limit_default_1m() {
     // read (over -I) or by the store (the item with its header over -I).
     assert_eq!(c.stat("store_too_large"), 6);
     assert_eq!(c.stat("store_no_memory"), 0);
+    // The old values the refused sets dropped were not `delete`s.
+    assert_eq!(c.stat("delete_hits") + c.stat("delete_misses"), 0);
 }
 
 #[test]

@@ -37,23 +37,14 @@ pub enum Parsed<'a> {
     Close,
 }
 
-/// The key whose old value a refused `set` removes, as it was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unlink<'a> {
-    Key(&'a [u8]),
-    /// A meta key sent in base64 (`b`).
-    Base64(&'a [u8]),
-}
+/// The key whose old value a refused `set` removes, as stored: a meta key
+/// sent in base64 decoded (that rare case owns its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlink<'a>(pub std::borrow::Cow<'a, [u8]>);
 
-impl Unlink<'_> {
-    /// A request that removes the key and answers nothing: what the server runs
-    /// in place of the refused `set`.
-    pub fn delete_request(&self) -> Vec<u8> {
-        let (head, key, tail): (&[u8], &[u8], &[u8]) = match *self {
-            Unlink::Key(k) => (b"delete ", k, b" noreply\r\n"),
-            Unlink::Base64(k) => (b"md ", k, b" b q\r\n"),
-        };
-        [head, key, tail].concat()
+impl<'a> Unlink<'a> {
+    pub fn key(key: &'a [u8]) -> Unlink<'a> {
+        Unlink(std::borrow::Cow::Borrowed(key))
     }
 }
 
@@ -308,7 +299,7 @@ fn parse_store<'a>(
         return Parsed::TooLarge {
             reply: silenced(reply::TOO_LARGE, noreply),
             consumed: total,
-            unlink: (kind == StoreKind::Set).then_some(Unlink::Key(key)),
+            unlink: (kind == StoreKind::Set).then_some(Unlink::key(key)),
         };
     }
     if buf.len() < total {
@@ -632,7 +623,7 @@ mod tests {
             Parsed::TooLarge {
                 reply: reply::TOO_LARGE,
                 consumed: b"set a 0 0 2000\r\n".len() + 2002,
-                unlink: Some(Unlink::Key(b"a")),
+                unlink: Some(Unlink::key(b"a")),
             }
         );
         // Only `set` drops the old value; append keeps it.

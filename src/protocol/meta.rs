@@ -256,9 +256,9 @@ pub(crate) fn parse_meta<'a>(
         // memcached's ms drops the old value in every mode (a classic command
         // only in set).
         let unlink = Some(if request.flags.base64 {
-            Unlink::Base64(raw_key)
+            Unlink(request.key().to_vec().into())
         } else {
-            Unlink::Key(raw_key)
+            Unlink::key(raw_key)
         });
         return Parsed::TooLarge {
             reply: reply::TOO_LARGE,
@@ -550,7 +550,7 @@ mod tests {
             Parsed::TooLarge {
                 reply: reply::TOO_LARGE,
                 consumed: 14 + 2002,
-                unlink: Some(Unlink::Key(b"a")),
+                unlink: Some(Unlink::key(b"a")),
             }
         );
     }

@@ -14,7 +14,7 @@ use super::routing::{
 };
 use super::{admin, unix_now, Shared};
 use crate::keyhash::{key_hash, owner};
-use crate::protocol::{self, reply, GetKind, Keys, ParseLimits, Parsed, Request};
+use crate::protocol::{self, reply, GetKind, Keys, ParseLimits, Parsed, Request, Unlink};
 use crate::storage::{MemoryFile, Shard, ShardConfig, WarmStart};
 use socket2::Socket;
 use std::os::fd::AsRawFd;
@@ -690,14 +690,8 @@ impl CoreState {
                 let start = *start;
                 if let Parsed::TooLarge { unlink, .. } = request {
                     self.published().counters.store_too_large.incr();
-                    // A refused `set` also drops the key's old value, as
-                    // memcached does.
-                    if let Some(key) = unlink {
-                        let raw = key.delete_request();
-                        if let Parsed::Request { request, .. } = protocol::parse(&raw, &self.limits)
-                        {
-                            self.dispatch(connection, token, &request, &raw, &[]);
-                        }
+                    if let Some(Unlink(key)) = unlink {
+                        self.unlink(key);
                     }
                 }
                 match request {
@@ -766,6 +760,22 @@ impl CoreState {
         let route = self.route(key);
         *owned += usize::from(route.owner == self.index);
         routes.push(route);
+    }
+
+    /// A refused `set` also drops the key's old value, as memcached does, so
+    /// that no client reads the value it failed to replace; without counting
+    /// a `delete` (memcached unlinks it directly). The owner removes it in
+    /// order with the connection's other requests for the key: they travel
+    /// the same queue.
+    fn unlink(&mut self, key: &[u8]) {
+        let route = self.route(key);
+        if route.owner == self.index {
+            self.shard.delete(key, route.hash, self.now);
+        } else {
+            self.outbox.forwards[route.owner].push(0, 0, ItemKind::Unlink, Some(route.hash), |b| {
+                b.extend_from_slice(key)
+            });
+        }
     }
 
     /// Serves a retrieval's keys in order, then its `END`; or, if the
@@ -1016,6 +1026,11 @@ impl CoreState {
                     }
                     for item in window {
                         let bytes = batch.item_bytes(item);
+                        if item.kind == ItemKind::Unlink {
+                            let hash = item.key_hash.unwrap_or_else(|| key_hash(bytes));
+                            self.shard.delete(bytes, hash, self.now);
+                            continue;
+                        }
                         if item.kind == ItemKind::Flush {
                             let oldest_live = bytes.try_into().map(u32::from_le_bytes);
                             self.shard

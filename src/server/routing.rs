@@ -33,6 +33,10 @@ pub enum ItemKind {
     /// exptime for a touch ([`encode_get_fragment`]): the owner serves it
     /// without parsing a request line.
     GetFragment { with_cas: bool, touch: bool },
+    /// The old value of a key whose `set` was refused as too large: the bytes
+    /// are the key; nothing goes back, and no `delete` is counted (memcached
+    /// unlinks it without one).
+    Unlink,
     /// `flush_all` made on the sending core: the bytes are the flush moment
     /// (unix seconds, u32 little-endian); nothing goes back. It travels with
     /// the requests so that every core applies it after the ones the sender
@@ -43,7 +47,7 @@ pub enum ItemKind {
 impl ItemKind {
     /// Whether the owner sends a reply back for an item of this kind.
     pub fn answered(self) -> bool {
-        !matches!(self, ItemKind::NoReply | ItemKind::Flush)
+        !matches!(self, ItemKind::NoReply | ItemKind::Flush | ItemKind::Unlink)
     }
 
     /// The kind of the item that carries one key of this retrieval.
