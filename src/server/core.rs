@@ -47,10 +47,10 @@ const PREFETCH_KEYS: usize = 256;
 /// How long a shutdown waits for replies owed before closing anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a listener rests after a failed accept (no file descriptor free,
-/// a socket no longer listening), unless a connection closes first: memcached
-/// re-enables its listeners on a 10 ms timer likewise. Re-armed at once, the
-/// failing accept spun the core. A failed accept is logged at most once per
-/// `ACCEPT_WARNING_INTERVAL`.
+/// a socket no longer listening), unless one of the core's connections closes
+/// first (memcached, out of descriptors, looks again every 10 ms once a
+/// connection has closed). Re-armed at once, the failing accept spun the
+/// core. A failed accept is logged at most once per `ACCEPT_WARNING_INTERVAL`.
 const ACCEPT_REST: Duration = Duration::from_millis(10);
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -90,6 +90,9 @@ struct CoreState {
     resting_since: Instant,
     /// When the last failed accept was logged.
     accept_warned_at: Option<Instant>,
+    /// Accepts have failed since the last one that succeeded: one pause in
+    /// `listen_disabled_num`, however many tries it takes.
+    accepts_failing: bool,
     limits: ParseLimits,
     now: u32,
     /// When this loop turn began (after its wait).
@@ -170,6 +173,7 @@ pub fn run_core(
         resting_listeners: Vec::new(),
         resting_since: Instant::now(),
         accept_warned_at: None,
+        accepts_failing: false,
         now: unix_now(),
         turn_started: Instant::now(),
         memory_limit_seen: 0,
@@ -279,10 +283,10 @@ fn poll_for_work(reactor: &mut Reactor, mailbox: &Mailbox, budget: Duration) -> 
 }
 
 /// Whether an accept failed because this process or the system has no file
-/// descriptor left for the new socket (or no memory for it).
+/// descriptor left for the new socket.
 fn out_of_descriptors(error: &std::io::Error) -> bool {
     use nix::errno::Errno;
-    [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+    [Errno::EMFILE, Errno::ENFILE]
         .iter()
         .any(|&errno| error.raw_os_error() == Some(errno as i32))
 }
@@ -369,8 +373,13 @@ impl CoreState {
                     _ if !more => self.actions.push(Action::Accept(listener)),
                     _ => {}
                 }
-                if let Ok(socket) = socket {
-                    self.open_connection(socket);
+                match socket {
+                    Ok(socket) => {
+                        self.accepts_failing = false;
+                        self.open_connection(socket);
+                    }
+                    Err(e) if more => tracing::debug!("accept failed: {e}"),
+                    Err(_) => {}
                 }
             }
             Event::Received { conn, data, more } => {
@@ -1117,6 +1126,9 @@ impl CoreState {
     fn rest_listener(&mut self, listener: usize, error: &std::io::Error) {
         if self.resting_listeners.is_empty() {
             self.resting_since = Instant::now();
+        }
+        if !self.accepts_failing {
+            self.accepts_failing = true;
             self.published().counters.listen_disabled_num.incr();
         }
         let warned_lately =
@@ -1127,7 +1139,7 @@ impl CoreState {
                 "new connections wait in the listen backlog until a connection closes \
                  (raise the open files limit, LimitNOFILE)"
             } else {
-                "trying again in 10 ms"
+                "trying again shortly"
             };
             tracing::warn!("core {}: accepting paused: {error}; {advice}", self.index);
         }

@@ -215,10 +215,12 @@ fn descriptors_needed(config: &Config) -> u64 {
     config.max_connections as u64 + config.cores() as u64 * per_core + RESERVED_DESCRIPTORS
 }
 
-/// Raises the open files limit so that `-c` connections fit, as memcached
-/// does (the hard limit too, where the process may). Where it cannot, the
-/// server runs anyway and says so: connections past the limit wait in the
-/// listen backlog until others close (`listen_disabled_num` counts the pauses).
+/// Raises the open files limit so that `-c` connections fit (the hard limit
+/// too, where the process may). Where it cannot, the server runs anyway and
+/// says so: connections past the limit wait in the listen backlog until
+/// others close (`listen_disabled_num` counts the pauses). memcached sets the
+/// limit to `-c` exactly and exits when it cannot; a limit already higher is
+/// kept here.
 fn raise_open_files_limit(config: &Config) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let needed = descriptors_needed(config);

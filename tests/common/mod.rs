@@ -55,8 +55,7 @@ pub fn skip_unless_corecache(what: &str) -> bool {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Ports handed out by this process, never handed out twice (tests run in parallel).
@@ -133,6 +132,8 @@ impl ServerBuilder {
 
     /// Start the server with this open files limit, soft and hard (through
     /// util-linux's `prlimit`, which then runs the server in its own process).
+    /// As root, `setpriv` first drops CAP_SYS_RESOURCE, so that the server
+    /// cannot raise the hard limit the test set.
     pub fn open_files_limit(mut self, soft: u64, hard: u64) -> Self {
         self.open_files = Some((soft, hard));
         self
@@ -179,9 +180,15 @@ impl ServerBuilder {
         let mut command = match self.open_files {
             None => Command::new(&path),
             Some((soft, hard)) => {
-                let mut prlimit = Command::new("prlimit");
-                prlimit.arg(format!("--nofile={soft}:{hard}")).arg(&path);
-                prlimit
+                let mut command = if is_root() {
+                    let mut setpriv = Command::new("setpriv");
+                    setpriv.args(["--bounding-set=-sys_resource", "prlimit"]);
+                    setpriv
+                } else {
+                    Command::new("prlimit")
+                };
+                command.arg(format!("--nofile={soft}:{hard}")).arg(&path);
+                command
             }
         };
         let mut child = command
@@ -385,10 +392,8 @@ impl Drop for Server {
         if let Ok(Some(_)) = child.try_wait() {
             return;
         }
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
