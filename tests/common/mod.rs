@@ -58,6 +58,20 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether `setpriv` can start a process without CAP_SYS_RESOURCE: root can
+/// (unless its container withholds CAP_SETPCAP); anyone else has no such
+/// capability to drop.
+fn can_drop_sys_resource() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        is_root()
+            && Command::new("setpriv")
+                .args(["--bounding-set=-sys_resource", "true"])
+                .status()
+                .is_ok_and(|status| status.success())
+    })
+}
+
 /// Ports handed out by this process, never handed out twice (tests run in parallel).
 fn used_ports() -> &'static Mutex<HashSet<u16>> {
     static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
@@ -180,7 +194,7 @@ impl ServerBuilder {
         let mut command = match self.open_files {
             None => Command::new(&path),
             Some((soft, hard)) => {
-                let mut command = if is_root() {
+                let mut command = if can_drop_sys_resource() {
                     let mut setpriv = Command::new("setpriv");
                     setpriv.args(["--bounding-set=-sys_resource", "prlimit"]);
                     setpriv
