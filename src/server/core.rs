@@ -52,6 +52,9 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
 /// connection has closed). Re-armed at once, the failing accept spun the
 /// core. A failed accept is logged at most once per `ACCEPT_WARNING_INTERVAL`.
 const ACCEPT_REST: Duration = Duration::from_millis(10);
+/// Each rest that ends in another failure doubles the next, up to this: a
+/// listener that stays broken (destroyed from outside) costs a try a second.
+const ACCEPT_REST_MAX: Duration = Duration::from_secs(1);
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 // Connection tokens: | generation: 32 bits | slot: 24 bits |
@@ -88,6 +91,8 @@ struct CoreState {
     /// (`ACCEPT_REST`); new connections wait in their backlogs meanwhile.
     resting_listeners: Vec<usize>,
     resting_since: Instant,
+    /// How long the current rest lasts (`ACCEPT_REST`, doubling).
+    accept_rest: Duration,
     /// When the last failed accept was logged.
     accept_warned_at: Option<Instant>,
     /// Accepts have failed since the last one that succeeded: one pause in
@@ -172,6 +177,7 @@ pub fn run_core(
         listeners: listeners.sockets.into_iter().map(Some).collect(),
         resting_listeners: Vec::new(),
         resting_since: Instant::now(),
+        accept_rest: ACCEPT_REST,
         accept_warned_at: None,
         accepts_failing: false,
         now: unix_now(),
@@ -221,7 +227,14 @@ pub fn run_core(
         // Batches queued already are served without blocking (the cores that
         // sent them did not wake this one: it was busy).
         let waited = if mailbox.prepare_to_wait() {
-            let waited = reactor.submit_and_wait(TICK);
+            // A resting listener is tried again after its rest, not at the
+            // next tick, on an idle core too.
+            let timeout = if state.resting_listeners.is_empty() {
+                TICK
+            } else {
+                state.accept_rest.min(TICK)
+            };
+            let waited = reactor.submit_and_wait(timeout);
             mailbox.stop_waiting();
             waited
         } else {
@@ -1126,6 +1139,11 @@ impl CoreState {
     fn rest_listener(&mut self, listener: usize, error: &std::io::Error) {
         if self.resting_listeners.is_empty() {
             self.resting_since = Instant::now();
+            self.accept_rest = if self.accepts_failing {
+                (self.accept_rest * 2).min(ACCEPT_REST_MAX)
+            } else {
+                ACCEPT_REST
+            };
         }
         if !self.accepts_failing {
             self.accepts_failing = true;
@@ -1153,7 +1171,7 @@ impl CoreState {
     }
 
     fn perform_actions(&mut self, reactor: &mut Reactor) {
-        if !self.resting_listeners.is_empty() && self.resting_since.elapsed() >= ACCEPT_REST {
+        if !self.resting_listeners.is_empty() && self.resting_since.elapsed() >= self.accept_rest {
             self.wake_listeners();
         }
         let mut actions = std::mem::take(&mut self.actions);
