@@ -375,24 +375,23 @@ impl CoreState {
                 more,
             } => {
                 let listener = listener as usize;
-                match &socket {
-                    // A failed accept is not re-armed at once: it would
-                    // likely fail again at once (no descriptor free, a socket
-                    // no longer listening), and the core would spin.
-                    Err(e) if !more && !self.draining => self.rest_listener(listener, e),
-                    // Re-armed through `perform_actions`, which closes the
-                    // socket instead once the drain has begun: the ring then
-                    // holds it no more (`begin_drain` cancelled the accept).
-                    _ if !more => self.actions.push(Action::Accept(listener)),
-                    _ => {}
-                }
+                // An accept that ended is re-armed through `perform_actions`,
+                // which closes the socket instead once the drain has begun
+                // (the ring holds it no more: `begin_drain` cancelled it).
                 match socket {
                     Ok(socket) => {
+                        if !more {
+                            self.actions.push(Action::Accept(listener));
+                        }
                         self.accepts_failing = false;
                         self.open_connection(socket);
                     }
                     Err(e) if more => tracing::debug!("accept failed: {e}"),
-                    Err(_) => {}
+                    Err(_) if self.draining => self.actions.push(Action::Accept(listener)),
+                    // A failed accept is not re-armed at once: it would
+                    // likely fail again at once (no descriptor free, a socket
+                    // no longer listening), and the core would spin.
+                    Err(e) => self.rest_listener(listener, &e),
                 }
             }
             Event::Received { conn, data, more } => {
@@ -1048,11 +1047,6 @@ impl CoreState {
                     }
                     for item in window {
                         let bytes = batch.item_bytes(item);
-                        if item.kind == ItemKind::Unlink {
-                            let hash = item.key_hash.unwrap_or_else(|| key_hash(bytes));
-                            self.shard.delete(bytes, hash, self.now);
-                            continue;
-                        }
                         if item.kind == ItemKind::Flush {
                             let oldest_live = bytes.try_into().map(u32::from_le_bytes);
                             self.shard
@@ -1065,6 +1059,10 @@ impl CoreState {
                             debug_assert_eq!(hash, key_hash(key));
                             hash
                         };
+                        if item.kind == ItemKind::Unlink {
+                            self.shard.delete(bytes, hash_of(bytes), self.now);
+                            continue;
+                        }
                         let mut out = std::mem::take(&mut self.outbox.replies[from].bytes);
                         let start = out.len();
                         if let ItemKind::GetFragment { with_cas, touch } = item.kind {
@@ -1293,19 +1291,14 @@ impl CoreState {
         self.draining = true;
         // Stop listening: a client connecting now is refused (or, on the
         // shared port, finds the server started in our place) instead of
-        // being accepted only to be turned away. A socket with an accept
-        // armed closes when the cancelled accept completes; one without
-        // (resting, or about to be re-armed) has an `Action::Accept`, which
-        // closes it in a drain (`perform_actions`, below).
+        // being accepted only to be turned away. A socket with no accept
+        // armed (resting, or about to be re-armed) has an `Action::Accept`,
+        // which closes it in a drain; one with an accept armed closes when
+        // the cancelled accept completes.
         self.wake_listeners();
-        let rearming: Vec<usize> = (self.actions.iter())
-            .filter_map(|action| match action {
-                Action::Accept(listener) => Some(*listener),
-                _ => None,
-            })
-            .collect();
+        self.perform_actions(reactor);
         for (listener, socket) in self.listeners.iter().enumerate() {
-            if socket.is_some() && !rearming.contains(&listener) {
+            if socket.is_some() {
                 reactor.cancel_accept(listener as u64);
             }
         }

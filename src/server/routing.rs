@@ -203,11 +203,11 @@ impl Mailbox {
         // read-modify-write before the sender's fence, and `is_empty` reads
         // it (crossbeam-queue 0.3); a queue that hid a push from `is_empty`
         // would need a count of our own here.
-        let empty = self.from.iter().all(|queue| queue.is_empty());
-        if !empty {
+        if self.has_mail() {
             self.waiting.store(false, Ordering::Relaxed);
+            return false;
         }
-        empty
+        true
     }
 
     /// Whether any message is queued (a look, without taking it).
