@@ -415,7 +415,7 @@ fn ports_are_free_once_a_stopped_server_exits() {
 }
 
 /// `-c` connections need as many descriptors: a lower soft limit is raised at
-/// start-up, as memcached raises it.
+/// start-up (memcached sets it to `-c`; corecache only raises it).
 #[test]
 fn the_open_files_limit_is_raised_for_c() {
     if skip_unless_corecache("corecache raises the soft limit only") {
